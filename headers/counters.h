@@ -1,0 +1,59 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* Per-CPU packet counters by reason. The names live in pkg/datapath/reasons.go. */
+#ifndef FERRY_COUNTERS_H
+#define FERRY_COUNTERS_H
+
+#include "ferry.h"
+
+enum ferry_reason {
+	REASON_FWD_LOCAL = 0,   /* delivered to a pod on this node */
+	REASON_FWD_REMOTE = 1,  /* sent to the node that owns the destination */
+	REASON_TO_STACK = 2,    /* handed to the kernel stack */
+	REASON_ARP_REPLY = 3,   /* ARP request of a pod answered */
+	REASON_SNAT = 4,        /* masqueraded on the way out */
+	REASON_REV_SNAT = 5,    /* reply translated back to the pod */
+	REASON_CT_STACK = 6,    /* kernel-NATed flow sent through the stack */
+	REASON_DROP_SPOOF_IP = 16,
+	REASON_DROP_SPOOF_MAC = 17,
+	REASON_DROP_MALFORMED = 18,
+	REASON_DROP_UNSUPPORTED_L3 = 19,
+	REASON_DROP_FIB = 20,
+	REASON_DROP_NAT_NO_PORT = 21,
+	REASON_DROP_NAT_TABLE_FULL = 22,
+	REASON_DROP_NO_CONFIG = 23,
+	REASON_MAX = 32,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, struct counter);
+	__uint(max_entries, REASON_MAX);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} counters SEC(".maps");
+
+static __always_inline void count(struct __sk_buff *skb, enum ferry_reason reason)
+{
+	__u32 key = reason;
+	struct counter *c = bpf_map_lookup_elem(&counters, &key);
+
+	if (c) {
+		c->packets++;
+		c->bytes += skb->len;
+	}
+}
+
+/* Count a drop and return the verdict that drops the packet. */
+static __always_inline int drop(struct __sk_buff *skb, enum ferry_reason reason)
+{
+	count(skb, reason);
+	return TC_ACT_SHOT;
+}
+
+static __always_inline int to_stack(struct __sk_buff *skb)
+{
+	count(skb, REASON_TO_STACK);
+	return TC_ACT_OK;
+}
+
+#endif /* FERRY_COUNTERS_H */
