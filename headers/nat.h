@@ -6,6 +6,7 @@
 #ifndef FERRY_NAT_H
 #define FERRY_NAT_H
 
+#include <linux/errno.h>
 #include "counters.h"
 #include "packet.h"
 
@@ -180,6 +181,7 @@ static __always_inline struct nat_entry *nat_mapping(struct __sk_buff *skb,
 	__u64 now = bpf_ktime_get_ns();
 	__be16 port = 0;
 	__u32 i;
+	long err;
 	int claimed = 0;
 
 	entry = bpf_map_lookup_elem(&nat_table, &out_key);
@@ -202,9 +204,15 @@ static __always_inline struct nat_entry *nat_mapping(struct __sk_buff *skb,
 		if (host_port_in_use(skb, proto, cfg->node_ip, out_key.daddr, out_key.dport, port))
 			continue;
 		in_key.dport = port;
-		if (bpf_map_update_elem(&nat_table, &in_key, &in_val, BPF_NOEXIST) == 0) {
+		err = bpf_map_update_elem(&nat_table, &in_key, &in_val, BPF_NOEXIST);
+		if (err == 0) {
 			claimed = 1;
 			break;
+		}
+		/* A full table rejects every port, so the drop counts as table full. */
+		if (err == -E2BIG) {
+			*reason = REASON_DROP_NAT_TABLE_FULL;
+			return NULL;
 		}
 	}
 	if (!claimed) {

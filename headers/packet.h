@@ -63,6 +63,9 @@ static __always_inline int parse_ipv4(struct __sk_buff *skb, struct pkt *p)
 	ihl_len = ip->ihl * 4;
 	if (ip->version != 4 || ihl_len < sizeof(*ip))
 		return -1;
+	/* Reject a header whose IHL reaches past the end of the data. */
+	if ((void *)ip + ihl_len > p->data_end)
+		return -1;
 	p->ip = ip;
 	p->l4_off = ETH_HLEN + ihl_len;
 	return 0;
