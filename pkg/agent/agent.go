@@ -1,0 +1,205 @@
+// Package agent is the logic of ferryd, the node agent. It loads and attaches
+// the dataplane and keeps its maps and the node's kernel routes in line with
+// the configuration. It writes the CNI configuration once the node can
+// network pods, and it expires idle NAT flows.
+//
+// Every function works in the calling thread's network namespace, which must
+// be the node's: ferryd runs inside it, and tests lock the OS thread in a
+// namespace of their own.
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/ferrynet/ferry/pkg/config"
+	"github.com/ferrynet/ferry/pkg/datapath"
+)
+
+// Agent is the running agent of one node.
+type Agent struct {
+	log  *slog.Logger
+	cfg  *config.Config
+	node nodeInfo
+	// mode is the attach mode in use: tcx or clsact, never auto.
+	mode datapath.AttachMode
+	dp   *datapath.Datapath
+}
+
+// Start sets up the node from a validated config. In this order, it loads and
+// pins the dataplane, fills its maps and attaches the uplink programs. Then it
+// moves existing pods to the loaded pod program, installs kernel routes to the
+// remote pod ranges and writes the CNI configuration.
+//
+// Start changes nothing on the node when the config does not fit the node
+// (the device is missing, or the node IP differs): it then returns a
+// *config.Error. After a later failure the pins stay, and the dataplane of
+// an earlier start, if any, keeps forwarding.
+func Start(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+	node, err := resolveNode(cfg)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("starting", "node", cfg.NodeName, "device", node.Device, "ifindex", node.IfIndex,
+		"node_ip", node.IP, "cidr", cfg.Self().PodCIDR, "bpffs_dir", cfg.BPFFSDir,
+		"attach_mode", cfg.AttachMode)
+	warnAboutSetup(cfg, node, log)
+
+	dp, err := datapath.Load(cfg.BPFFSDir, datapath.LoadOptions{NATEntries: cfg.NATEntries()})
+	if err != nil {
+		return nil, fmt.Errorf("load dataplane: %w", err)
+	}
+	a := &Agent{log: log, cfg: cfg, node: node, dp: dp}
+	if err := a.start(); err != nil {
+		dp.Close()
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *Agent) start() error {
+	prev, err := a.dp.Settings()
+	hadSettings := err == nil
+	clsact := a.cfg.AttachMode == datapath.AttachClsact ||
+		a.cfg.AttachMode == datapath.AttachAuto && hadSettings && prev.Clsact
+
+	// The maps are complete before the programs are attached, so that a first
+	// attachment never forwards with a partial state.
+	if err := a.syncMaps(a.cfg); err != nil {
+		return err
+	}
+	if err := a.writeSettings(a.cfg, clsact); err != nil {
+		return err
+	}
+
+	mode, err := a.dp.AttachUplink(a.node.IfIndex, a.cfg.AttachMode)
+	if err != nil {
+		return fmt.Errorf("attach uplink programs to %s: %w", a.node.Device, err)
+	}
+	a.mode = mode
+	a.log.Info("attached uplink programs", "device", a.node.Device, "ifindex", a.node.IfIndex,
+		"attach_mode", mode)
+	if (mode == datapath.AttachClsact) != clsact {
+		if err := a.writeSettings(a.cfg, !clsact); err != nil {
+			return err
+		}
+	}
+
+	// A pod that the update misses keeps its old program and still forwards,
+	// so the node goes on to become ready.
+	modeChanged := hadSettings && prev.Clsact != (mode == datapath.AttachClsact)
+	if err := a.updatePods(modeChanged); err != nil {
+		a.log.Error("update pod programs failed", "error", err)
+	}
+
+	if err := a.syncRoutes(a.cfg); err != nil {
+		return err
+	}
+	if err := a.writeCNIConfig(a.cfg); err != nil {
+		return err
+	}
+	a.log.Info("ready", "node", a.cfg.NodeName, "remote_nodes", len(a.cfg.RemoteNodes()),
+		"attach_mode", a.mode)
+	return nil
+}
+
+// updatePods moves the attached pod programs to the loaded one. After a
+// change between tcx and clsact, it attaches every pod anew in the new mode,
+// which also removes the attachment of the old mode.
+func (a *Agent) updatePods(modeChanged bool) error {
+	if !modeChanged {
+		if err := a.dp.UpdatePods(a.mode); err != nil {
+			return fmt.Errorf("update pod programs: %w", err)
+		}
+		return nil
+	}
+	eps, err := a.dp.Endpoints()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, ep := range eps {
+		link, err := netlink.LinkByIndex(ep.IfIndex)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("find host interface %d of pod %s: %w",
+				ep.IfIndex, ep.IP, err))
+			continue
+		}
+		name := link.Attrs().Name
+		if err := datapath.AttachPod(a.dp.Dir, name, ep.IfIndex, a.mode); err != nil {
+			errs = append(errs, fmt.Errorf("attach pod program to %s: %w", name, err))
+		}
+	}
+	if len(eps) > 0 {
+		a.log.Info("moved pods to the new attach mode", "pods", len(eps), "attach_mode", a.mode)
+	}
+	return errors.Join(errs...)
+}
+
+// syncRoutes installs a kernel route to each remote pod range whose node is
+// on the device's subnet and removes ferry's other routes.
+func (a *Agent) syncRoutes(cfg *config.Config) error {
+	subnets, err := deviceAddrs(a.node.IfIndex)
+	if err != nil {
+		return err
+	}
+	want := desiredRoutes(cfg.RemoteNodes(), subnets)
+	conflicts, err := syncKernelRoutes(a.node.IfIndex, want)
+	for _, c := range conflicts {
+		a.log.Warn("kernel route left to another protocol", "cidr", c.Dst,
+			"protocol", c.Protocol.String())
+	}
+	if err != nil {
+		return fmt.Errorf("sync kernel routes: %w", err)
+	}
+	return nil
+}
+
+// writeCNIConfig writes the CNI configuration with the device's current MTU.
+func (a *Agent) writeCNIConfig(cfg *config.Config) error {
+	mtu, err := deviceMTU(a.node.IfIndex)
+	if err != nil {
+		return err
+	}
+	written, err := writeConflist(cfg, mtu)
+	if err != nil {
+		return err
+	}
+	if written {
+		a.log.Info("wrote CNI configuration",
+			"path", filepath.Join(cfg.CNI.ConfDir, cfg.CNI.ConfName),
+			"cidr", cfg.Self().PodCIDR, "mtu", mtu)
+	}
+	return nil
+}
+
+// AttachMode returns the attach mode in use, tcx or clsact.
+func (a *Agent) AttachMode() datapath.AttachMode { return a.mode }
+
+// Close releases the dataplane's file descriptors. The pinned dataplane stays
+// attached and keeps forwarding.
+func (a *Agent) Close() error { return a.dp.Close() }
+
+// warnAboutSetup logs what is likely wrong but does not stop the agent.
+func warnAboutSetup(cfg *config.Config, node nodeInfo, log *slog.Logger) {
+	if cfg.NodeIP.IsValid() {
+		addrs, err := deviceAddrs(node.IfIndex)
+		if err == nil && !slices.ContainsFunc(addrs, func(p netip.Prefix) bool {
+			return p.Addr() == cfg.NodeIP
+		}) {
+			log.Warn("node IP is not an address of the device: replies to masqueraded "+
+				"traffic will not reach this node", "node_ip", cfg.NodeIP, "device", node.Device)
+		}
+	}
+	plugin := filepath.Join(cfg.CNI.BinDir, "ferry")
+	if _, err := os.Stat(plugin); err != nil {
+		log.Warn("CNI plugin binary not found: install it before pods start", "path", plugin)
+	}
+}

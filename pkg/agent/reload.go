@@ -1,0 +1,134 @@
+package agent
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"reflect"
+	"slices"
+
+	"github.com/ferrynet/ferry/pkg/config"
+	"github.com/ferrynet/ferry/pkg/datapath"
+)
+
+// Reload applies a new validated config in place: node routes, masquerade
+// exclusions, kernel routes and masquerade settings, each new entry before
+// the removal of a stale one. The programs stay loaded and attached, so
+// traffic flows on. A config that changes a setting that needs a restart is
+// rejected with a *config.Error before anything changes.
+//
+// When a step fails, Reload carries on with the other steps and returns the
+// errors. The node then has part of the new state, and the next Reload
+// completes it because every step syncs to the full config.
+func (a *Agent) Reload(cfg *config.Config) error {
+	if err := restartOnlyChanges(a.cfg, cfg); err != nil {
+		return err
+	}
+	a.logNodeChanges(a.cfg, cfg)
+
+	var errs []error
+	if err := a.syncMaps(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	if settingsChanged(a.cfg, cfg) {
+		if err := a.writeSettings(cfg, a.mode == datapath.AttachClsact); err != nil {
+			errs = append(errs, err)
+		} else {
+			a.log.Info("masquerade settings changed", "masquerade", cfg.Masquerade.Enabled,
+				"port_min", cfg.Masquerade.PortMin, "port_max", cfg.Masquerade.PortMax)
+		}
+	}
+	if err := a.syncRoutes(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	// The device's MTU may have changed since the last write.
+	if err := a.writeCNIConfig(cfg); err != nil {
+		errs = append(errs, err)
+	}
+	a.cfg = cfg
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("apply reloaded config: %w", err)
+	}
+	a.log.Info("reloaded config", "remote_nodes", len(cfg.RemoteNodes()),
+		"masquerade_exclusions", len(masqueradeExclusions(cfg)))
+	return nil
+}
+
+func settingsChanged(prev, next *config.Config) bool {
+	o, n := prev.Masquerade, next.Masquerade
+	return o.Enabled != n.Enabled || o.PortMin != n.PortMin || o.PortMax != n.PortMax
+}
+
+// restartOnlyChanges returns a *config.Error that lists the settings that
+// differ between prev and next and take effect only at start.
+func restartOnlyChanges(prev, next *config.Config) error {
+	const fix = "restart ferryd to apply it, or restore the old value"
+	var ps []config.Problem
+	check := func(field string, before, after any) {
+		if !reflect.DeepEqual(before, after) {
+			ps = append(ps, config.Problem{Field: field, Message: fmt.Sprintf(
+				"changed from %v to %v: %s", show(before), show(after), fix)})
+		}
+	}
+	check("nodeName", prev.NodeName, next.NodeName)
+	check("device", prev.Device, next.Device)
+	check("nodeIP", prev.NodeIP, next.NodeIP)
+	check("attachMode", prev.AttachMode, next.AttachMode)
+	check("masquerade.natTableSize", prev.Masquerade.NATTableSize, next.Masquerade.NATTableSize)
+	check("bpffsDir", prev.BPFFSDir, next.BPFFSDir)
+	check("cni", prev.CNI, next.CNI)
+	check("metricsAddress", prev.MetricsAddress, next.MetricsAddress)
+	if prev.NodeName == next.NodeName {
+		// A new address or pod range of this node would strand its pods.
+		i := slices.IndexFunc(next.Nodes, func(n config.Node) bool { return n.Name == next.NodeName })
+		field := fmt.Sprintf("nodes[%d]", i)
+		check(field+".ip", prev.Self().IP, next.Self().IP)
+		check(field+".podCIDR", prev.Self().PodCIDR, next.Self().PodCIDR)
+	}
+	if len(ps) > 0 {
+		return &config.Error{Problems: ps}
+	}
+	return nil
+}
+
+// show formats a setting's value for a message, with quotes around strings
+// so that an empty one is visible.
+func show(v any) string {
+	switch v := v.(type) {
+	case netip.Addr:
+		if !v.IsValid() {
+			return "unset"
+		}
+		return v.String()
+	case string:
+		return fmt.Sprintf("%q", v)
+	case fmt.Stringer:
+		return fmt.Sprintf("%q", v.String())
+	default:
+		return fmt.Sprintf("%+v", v)
+	}
+}
+
+// logNodeChanges logs the remote nodes that next adds, removes or changes.
+func (a *Agent) logNodeChanges(prev, next *config.Config) {
+	before := map[string]config.Node{}
+	for _, n := range prev.RemoteNodes() {
+		before[n.Name] = n
+	}
+	for _, n := range next.RemoteNodes() {
+		was, found := before[n.Name]
+		delete(before, n.Name)
+		switch {
+		case !found:
+			a.log.Info("node added", "node", n.Name, "node_ip", n.IP, "cidr", n.PodCIDR)
+		case was != n:
+			a.log.Info("node changed", "node", n.Name, "node_ip", n.IP, "cidr", n.PodCIDR,
+				"old_node_ip", was.IP, "old_cidr", was.PodCIDR)
+		}
+	}
+	for _, n := range prev.RemoteNodes() {
+		if _, removed := before[n.Name]; removed {
+			a.log.Info("node removed", "node", n.Name, "node_ip", n.IP, "cidr", n.PodCIDR)
+		}
+	}
+}
