@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -20,9 +21,20 @@ import (
 	"github.com/ferrynet/ferry/test/lab"
 )
 
+// binDir is the directory with ferry's binaries, set by -bin.
+var binDir string
+
 // modes maps each -mode value to its dataplane. A new mode adds an entry here.
 var modes = map[string]func() lab.Dataplane{
 	"baseline": func() lab.Dataplane { return lab.Baseline(lab.DefaultClusterCIDR) },
+	"ferry": func() lab.Dataplane {
+		// worker-0 and worker-1 share a subnet and need no cloud routes; worker-2 talks
+		// to worker-0 across subnets, through routes of the vpc router.
+		return lab.Ferry(lab.FerryOptions{
+			BinDir:      binDir,
+			CloudRoutes: []string{"worker-0", "worker-2"},
+		})
+	},
 }
 
 func main() {
@@ -32,11 +44,16 @@ func main() {
 	}
 	slices.Sort(names)
 
-	mode := flag.String("mode", "baseline", "dataplane to demonstrate: "+
+	mode := flag.String("mode", "ferry", "dataplane to demonstrate: "+
 		strings.Join(names, ", "))
+	flag.StringVar(&binDir, "bin", "bin", "directory with the ferry, ferryd and ferryctl "+
+		"binaries (ferry mode)")
 	verbose := flag.Bool("v", false, "print each lab setup and teardown step to stderr")
 	flag.Parse()
 
+	if abs, err := filepath.Abs(binDir); err == nil {
+		binDir = abs
+	}
 	newDataplane, ok := modes[*mode]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "demo: unknown mode %q: use one of %s\n", *mode,
@@ -88,6 +105,10 @@ func run(dp lab.Dataplane, verbose bool) int {
 	}
 
 	results := lab.RunChecks(ctx, l, lab.CheckEnv{Conflist: dp.Conflist}, os.Stdout)
+	if dp.Describe != nil {
+		fmt.Println()
+		dp.Describe(ctx, l, os.Stdout)
+	}
 	for _, r := range results {
 		if !r.Passed {
 			return 1

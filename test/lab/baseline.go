@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -22,6 +23,8 @@ type Dataplane struct {
 	// CNIBinDirs lists directories with the dataplane's own CNI plugins. Callers put them
 	// before /usr/lib/cni in Options.CNIBinDirs.
 	CNIBinDirs []string
+	// Describe, when set, prints the dataplane's own view of a node after the checks.
+	Describe func(ctx context.Context, l *Lab, w io.Writer)
 }
 
 // baselineConflistFile is the name of the file that SetupBaseline writes into net.d.

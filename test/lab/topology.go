@@ -38,6 +38,8 @@ type Node struct {
 
 	// vpcPort is the name of the veth end in the vpc namespace, such as "n0".
 	vpcPort string
+	// ferryd is the node agent that StartFerryd started, if any.
+	ferryd *Process
 }
 
 // BPFFSDir returns /sys/fs/bpf/ferry-lab-<lab>-<node>, the directory where a dataplane on
