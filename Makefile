@@ -5,7 +5,8 @@ GO ?= go
 BIN := bin
 GOFLAGS_TEST ?= -count=1 -timeout 30m
 
-.PHONY: all deps generate check-generated build vet test test-unit demo lab-clean clean
+.PHONY: all deps generate check-generated build vet test test-unit demo demo-baseline \
+	lab-clean clean
 
 all: build
 
@@ -36,6 +37,10 @@ test: deps check-generated vet build
 
 demo: deps build
 	$(GO) run ./test/demo -mode ferry -bin $(CURDIR)/$(BIN)
+
+# The same checks on the hand-wired setup that ferry replaces.
+demo-baseline: deps
+	$(GO) run ./test/demo -mode baseline
 
 # Removes leftovers of lab runs that were killed before their teardown.
 lab-clean:
