@@ -8,6 +8,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/containernetworking/cni/libcni"
+
 	"github.com/ferrynet/ferry/pkg/config"
 )
 
@@ -74,6 +76,11 @@ func buildConflist(cfg *config.Config, mtu int) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode CNI configuration list: %w", err)
 	}
+	// Runtimes load the list with libcni, so a list that libcni rejects never reaches the
+	// configuration directory.
+	if _, err := libcni.ConfListFromBytes(data); err != nil {
+		return nil, fmt.Errorf("validate CNI configuration list: %w", err)
+	}
 	return append(data, '\n'), nil
 }
 
@@ -85,6 +92,7 @@ func writeConflist(cfg *config.Config, mtu int) (bool, error) {
 		return false, err
 	}
 	path := filepath.Join(cfg.CNI.ConfDir, cfg.CNI.ConfName)
+	removeStaleTempFiles(path)
 	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
 		return false, nil
 	}
@@ -101,6 +109,17 @@ func removeConflist(cfg *config.Config) error {
 		return fmt.Errorf("remove CNI configuration: %w", err)
 	}
 	return nil
+}
+
+// removeStaleTempFiles deletes the temporary files of writeFileAtomic for path that a
+// ferryd killed between creating and renaming one left behind. Only one ferryd runs per
+// node, so no other writer owns them.
+func removeStaleTempFiles(path string) {
+	stale, _ := filepath.Glob(filepath.Join(filepath.Dir(path),
+		"."+filepath.Base(path)+".*.tmp"))
+	for _, f := range stale {
+		os.Remove(f)
+	}
 }
 
 // writeFileAtomic replaces path with data so that readers see the old file or

@@ -12,6 +12,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ferrynet/ferry/pkg/datapath"
 )
@@ -25,7 +26,11 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 	if err != nil {
 		return toCNIError(err)
 	}
-	result, err := p.add(ctx, args, conf)
+	pod, err := ParseArgs(args.Args)
+	if err != nil {
+		return toCNIError(err)
+	}
+	result, err := p.add(ctx, args, conf, pod)
 	if err != nil {
 		return toCNIError(err)
 	}
@@ -44,6 +49,7 @@ func (p *Plugin) Add(args *skel.CmdArgs) error {
 type addRequest struct {
 	args     *skel.CmdArgs
 	conf     *NetConf
+	pod      PodArgs
 	maps     *datapath.Maps
 	settings datapath.NodeSettings
 	podNS    ns.NetNS
@@ -52,7 +58,7 @@ type addRequest struct {
 	undo     undoStack
 }
 
-func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, conf *NetConf) (
+func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, pod PodArgs) (
 	*current.Result, error) {
 	maps, settings, err := openDataplane(conf.BPFFSDir)
 	if err != nil {
@@ -70,6 +76,7 @@ func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, conf *NetConf) (
 	req := &addRequest{
 		args:     args,
 		conf:     conf,
+		pod:      pod,
 		maps:     maps,
 		settings: settings,
 		podNS:    podNS,
@@ -91,7 +98,7 @@ func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, conf *NetConf) (
 	if err != nil {
 		if undoErr := req.undo.run(); undoErr != nil {
 			p.log().Error("undo partial ADD", "container_id", args.ContainerID,
-				"interface", req.hostName, "error", undoErr)
+				"pod", pod.String(), "interface", req.hostName, "error", undoErr)
 			return nil, fmt.Errorf("%w; undoing the partial ADD also failed: %w", err, undoErr)
 		}
 		return nil, err
@@ -122,6 +129,10 @@ func (p *Plugin) setUp(ctx context.Context, req *addRequest) (*current.Result, e
 		return deleteHostVeth(pair.host)
 	})
 
+	if err := p.labelHostVeth(req, pair.host); err != nil {
+		return nil, withCode(ErrCodeNetworkSetup, err)
+	}
+
 	result := buildResult(req.args, pair, ipamResult)
 	if err := configurePod(req.podNS, req.args.IfName, result); err != nil {
 		return nil, withCode(ErrCodeNetworkSetup, err)
@@ -138,7 +149,7 @@ func (p *Plugin) setUp(ctx context.Context, req *addRequest) (*current.Result, e
 			HostMAC: pair.host.Attrs().HardwareAddr,
 		}
 		if err := req.maps.PutEndpoint(ep); err != nil {
-			return nil, withCode(ErrCodeDatapath, err)
+			return nil, withCode(ErrCodeDatapath, explainPutEndpoint(ip, err))
 		}
 		req.undo.push("delete endpoint "+ip.String(), func() error {
 			return req.maps.DeleteEndpoint(ip)
@@ -156,6 +167,33 @@ func (p *Plugin) setUp(ctx context.Context, req *addRequest) (*current.Result, e
 			fmt.Errorf("attach pod program to %s: %w", req.hostName, err))
 	}
 	return result, nil
+}
+
+// labelHostVeth sets the alias of the host veth to the attachment it belongs to, which GC
+// needs to release the address of a stale attachment. An attachment whose alias does not
+// fit keeps no alias, and GC then releases its address only through the IPAM plugin.
+func (p *Plugin) labelHostVeth(req *addRequest, host netlink.Link) error {
+	alias, ok := attachmentAlias(req.conf.Name,
+		attachment{containerID: req.args.ContainerID, ifName: req.args.IfName})
+	if !ok {
+		p.log().Debug("host veth left without alias", "container_id", req.args.ContainerID,
+			"interface", req.hostName)
+		return nil
+	}
+	if err := netlink.LinkSetAlias(host, alias); err != nil {
+		return fmt.Errorf("set alias of %s: %w", req.hostName, err)
+	}
+	return nil
+}
+
+// explainPutEndpoint adds the fix to a failed update of the endpoints map. The map's size
+// is fixed when ferryd first loads it, and a full map rejects new keys with E2BIG.
+func explainPutEndpoint(ip netip.Addr, err error) error {
+	if errors.Is(err, unix.E2BIG) {
+		return fmt.Errorf("%w: the endpoints map is full; delete pods that no longer run, "+
+			"or run CNI GC to remove the entries of stale ones, then retry pod %s", err, ip)
+	}
+	return err
 }
 
 // podIPv4s returns the addresses of the IPAM result. ferry networks pods with IPv4 only, so

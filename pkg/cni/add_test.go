@@ -1,6 +1,7 @@
 package cni_test
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/ferrynet/ferry/pkg/cni"
 	"github.com/ferrynet/ferry/pkg/datapath"
@@ -97,6 +99,10 @@ func TestAddConfiguresPod(t *testing.T) {
 	hostRoute := n.run(t, "ip", "-4", "route", "show", firstPod.String()+"/32")
 	if !strings.Contains(hostRoute, "dev "+name+" scope link") {
 		t.Errorf("node has no route %s/32 dev %s scope link:\n%s", firstPod, name, hostRoute)
+	}
+	wantAlias := "ferry:" + networkName + ":" + pod.rt.ContainerID + ":eth0"
+	if got := host.Attrs().Alias; got != wantAlias {
+		t.Errorf("host veth alias %q, want %q", got, wantAlias)
 	}
 	rpFilter := n.run(t, "cat", filepath.Join("/proc/sys/net/ipv4/conf", name, "rp_filter"))
 	if strings.TrimSpace(rpFilter) != "0" {
@@ -384,6 +390,7 @@ func TestAddRollback(t *testing.T) {
 		subnet   string
 		inject   func(t *testing.T, n *testNode, pod *testPod)
 		wantCode int // -1: any code
+		wantMsg  string
 		// podIP is the address that the failed ADD would have had, firstPod when unset.
 		podIP netip.Addr
 		// verify checks what the injected fault must leave in place.
@@ -432,6 +439,12 @@ func TestAddRollback(t *testing.T) {
 			},
 		},
 		{
+			name:     "endpoints map full",
+			inject:   func(t *testing.T, n *testNode, _ *testPod) { fillEndpoints(t, n) },
+			wantCode: int(cni.ErrCodeDatapath),
+			wantMsg:  "the endpoints map is full",
+		},
+		{
 			name: "attach fails",
 			inject: func(t *testing.T, n *testNode, pod *testPod) {
 				// A directory where the link pin goes makes pinning the tcx link fail.
@@ -466,6 +479,9 @@ func TestAddRollback(t *testing.T) {
 			t.Logf("ADD error: %v", err)
 			if code := cniCode(err); tt.wantCode >= 0 && code != tt.wantCode {
 				t.Errorf("error code %d, want %d: %v", code, tt.wantCode, err)
+			}
+			if !strings.Contains(err.Error(), tt.wantMsg) {
+				t.Errorf("error %q does not contain %q", err, tt.wantMsg)
 			}
 			if strings.Contains(err.Error(), "undoing the partial ADD also failed") {
 				t.Errorf("rollback failed: %v", err)
@@ -529,5 +545,28 @@ func TestAddRepeated(t *testing.T) {
 	}
 	if err := n.check(list, pod); err != nil {
 		t.Errorf("CHECK of the first ADD after the failed second: %v", err)
+	}
+}
+
+// fillEndpoints fills the endpoints map with entries of 172.16.0.0/12 until the kernel
+// rejects the next one, as on a node with as many pods as the map holds.
+func fillEndpoints(t *testing.T, n *testNode) {
+	t.Helper()
+	maps := n.maps(t)
+	ip := netip.MustParseAddr("172.16.0.1")
+	mac := net.HardwareAddr{2, 0, 0, 0, 0, 1}
+	for count := 0; ; count++ {
+		if count > 1<<20 {
+			t.Fatalf("the endpoints map took %d entries without filling up", count)
+		}
+		err := maps.PutEndpoint(datapath.Endpoint{IP: ip, IfIndex: 1, PodMAC: mac, HostMAC: mac})
+		if errors.Is(err, unix.E2BIG) {
+			t.Logf("endpoints map full after %d entries", count)
+			return
+		}
+		if err != nil {
+			t.Fatalf("fill endpoints map: %v", err)
+		}
+		ip = ip.Next()
 	}
 }

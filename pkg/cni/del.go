@@ -25,6 +25,13 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 	}
 	hostName := HostVethName(args.ContainerID, args.IfName)
 	log := p.log().With("container_id", args.ContainerID, "interface", hostName)
+	// DEL must release the address whatever CNI_ARGS contains, so a malformed value only
+	// costs the pod name in the log.
+	if pod, err := ParseArgs(args.Args); err != nil {
+		log.Warn("CNI_ARGS ignored", "error", err)
+	} else if pod.Name != "" {
+		log = log.With("pod", pod.String())
+	}
 
 	var errs []error
 	host, err := findHostVeth(hostName)
