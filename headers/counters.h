@@ -13,6 +13,12 @@ enum ferry_reason {
 	REASON_SNAT = 4,        /* masqueraded on the way out */
 	REASON_REV_SNAT = 5,    /* reply translated back to the pod */
 	REASON_CT_STACK = 6,    /* kernel-NATed flow sent through the stack */
+	REASON_REV_SNAT_ICMP_ERROR = 7, /* ICMP error about a masqueraded flow translated back */
+	REASON_SNAT_ICMP_ERROR = 8,     /* ICMP error about a masqueraded flow sent out */
+	REASON_SNAT_NODE_PORT = 9,      /* node flow moved off a port that a mapping holds */
+	REASON_NAT_PORT_RETRY = 10,     /* a port after the first tried for a new mapping */
+	REASON_SNAT_FRAGMENT = 11,      /* later fragment masqueraded like its first fragment */
+	REASON_REV_SNAT_FRAGMENT = 12,  /* later fragment translated back like its first */
 	REASON_DROP_SPOOF_IP = 16,
 	REASON_DROP_SPOOF_MAC = 17,
 	REASON_DROP_MALFORMED = 18,
@@ -21,6 +27,7 @@ enum ferry_reason {
 	REASON_DROP_NAT_NO_PORT = 21,
 	REASON_DROP_NAT_TABLE_FULL = 22,
 	REASON_DROP_NO_CONFIG = 23,
+	REASON_DROP_FRAG_UNTRACKED = 24, /* later fragment of a pod whose first one was not seen */
 	REASON_MAX = 32,
 };
 

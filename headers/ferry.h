@@ -13,7 +13,9 @@
 
 #define FERRY_MAX_ENDPOINTS 65536
 #define FERRY_MAX_NODE_ROUTES 16384
-#define FERRY_MAX_EXCLUSIONS 1024
+/* Room for every node IP of a cluster of FERRY_MAX_NODE_ROUTES nodes, which ferryd excludes,
+ * and 4096 configured exclusions. The trie allocates entries as they are added. */
+#define FERRY_MAX_EXCLUSIONS (FERRY_MAX_NODE_ROUTES + 4096)
 #define FERRY_NAT_DEFAULT_ENTRIES 524288 /* two entries per flow: 256k flows */
 
 /* node_config.flags */

@@ -5,7 +5,7 @@ set -eu
 
 packages="clang-19 llvm-19 libbpf-dev linux-libc-dev bpftool iproute2 iptables
 iputils-ping iperf3 tcpdump netcat-openbsd containerd runc containernetworking-plugins
-util-linux"
+busybox-static util-linux traceroute ethtool qemu-system-x86 kmod cpio"
 
 missing=""
 for pkg in $packages; do

@@ -191,7 +191,7 @@ func UDPChecksumOffset(frame []byte) int { return 14 + IPv4HeaderLen(frame) + 6 
 // CheckIPv4Checksums recomputes the IPv4 header checksum and the TCP, UDP or
 // ICMP checksum of an Ethernet frame and returns an error naming each one
 // that is wrong. A zero UDP checksum counts as valid, because it means that
-// the sender computed none.
+// the sender computed none. Fragments get their IPv4 checksum checked only.
 func CheckIPv4Checksums(frame []byte) error {
 	if len(frame) < 14+20 {
 		return fmt.Errorf("frame of %d bytes is too short for IPv4", len(frame))
@@ -213,6 +213,10 @@ func CheckIPv4Checksums(frame []byte) error {
 	l4 := frame[ipStart+ihl : ipStart+totalLen]
 	proto := frame[ipStart+9]
 	var sum uint16
+	// A fragment's L4 checksum covers the whole datagram, which one frame lacks.
+	if be16At(frame, ipStart+6)&0x3fff != 0 {
+		proto = 0
+	}
 	switch proto {
 	case uint8(layers.IPProtocolTCP), uint8(layers.IPProtocolUDP):
 		if proto == uint8(layers.IPProtocolUDP) && len(l4) >= 8 && be16At(l4, 6) == 0 {

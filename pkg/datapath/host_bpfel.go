@@ -81,6 +81,7 @@ type hostNodeSettings struct {
 const (
 	hostMapCounters            = "counters"
 	hostMapEndpoints           = "endpoints"
+	hostMapFragTable           = "frag_table"
 	hostMapMasqExclude         = "masq_exclude"
 	hostMapNatTable            = "nat_table"
 	hostMapNodeConfig          = "node_config"
@@ -141,6 +142,7 @@ type hostProgramSpecs struct {
 type hostMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
+	FragTable   *ebpf.MapSpec `ebpf:"frag_table"`
 	MasqExclude *ebpf.MapSpec `ebpf:"masq_exclude"`
 	NatTable    *ebpf.MapSpec `ebpf:"nat_table"`
 	NodeConfig  *ebpf.MapSpec `ebpf:"node_config"`
@@ -175,6 +177,7 @@ func (o *hostObjects) Close() error {
 type hostMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
+	FragTable   *ebpf.Map `ebpf:"frag_table"`
 	MasqExclude *ebpf.Map `ebpf:"masq_exclude"`
 	NatTable    *ebpf.Map `ebpf:"nat_table"`
 	NodeConfig  *ebpf.Map `ebpf:"node_config"`
@@ -185,6 +188,7 @@ func (m *hostMaps) Close() error {
 	return _HostClose(
 		m.Counters,
 		m.Endpoints,
+		m.FragTable,
 		m.MasqExclude,
 		m.NatTable,
 		m.NodeConfig,

@@ -70,7 +70,7 @@ type progEnv struct {
 // a new directory on /sys/fs/bpf and writes the node's settings, both pods'
 // endpoints, the node routes and the masquerade exclusions 10.200.0.0/16 and
 // 10.0.1.21/32.
-func newProgEnv(t *testing.T) *progEnv {
+func newProgEnv(t testing.TB) *progEnv {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("skipping: loading BPF programs and creating network namespaces needs root")

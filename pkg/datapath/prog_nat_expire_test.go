@@ -64,8 +64,9 @@ func TestProgExpireNAT(t *testing.T) {
 	}
 
 	removed, err := e.dp.ExpireNAT(NATTimeouts{
+		TCPHandshake:   time.Hour,
 		TCPEstablished: time.Hour,
-		TCPTransient:   timeout,
+		TCPClosing:     timeout,
 		UDP:            timeout,
 		ICMP:           timeout,
 	})

@@ -97,11 +97,19 @@ func TestProgMasqueradePortsExhausted(t *testing.T) {
 		t.Fatalf("second flow got node port %d, want 50000, the only one in the range", port)
 	}
 
-	e.check(t, e.dp.uplinkEgress, progCase{
+	c := progCase{
 		in:      packettest.Build(t, synFlow(netip.MustParseAddr("10.200.0.9"), 40000).egressFrame()),
 		verdict: tcActShot,
 		counted: []Reason{ReasonDropNATNoPort},
-	})
+	}
+	before := e.counters(t)
+	verdict, out := e.run(t, e.dp.uplinkEgress, c.in, 0)
+	after := e.counters(t)
+	if got := after[ReasonNATPortRetry].Packets - before[ReasonNATPortRetry].Packets; got != 31 {
+		t.Errorf("counted %d port retries, want 31: every try after the first", got)
+	}
+	after[ReasonNATPortRetry] = before[ReasonNATPortRetry]
+	checkResult(t, c, verdict, out, before, after)
 	if got := len(natEntries(t, e)); got != 4 {
 		t.Errorf("NAT table has %d entries, want 4 for the two translated flows", got)
 	}

@@ -1,6 +1,7 @@
 package datapath
 
 import (
+	"fmt"
 	"net"
 	"net/netip"
 	"testing"
@@ -30,7 +31,10 @@ type natFlow struct {
 	// remotePort is the TCP or UDP destination port; ICMP echo has none.
 	remotePort uint16
 
-	ipOptions       bool // the packets carry a Router Alert option
+	ipOptions bool // the packets carry a Router Alert option
+	// firstFragment sends the flow's first packet as the first fragment of
+	// a datagram; replies are whole.
+	firstFragment   bool
 	zeroUDPChecksum bool
 	// zeroAfterSNAT picks the payload so that the UDP checksum computes to
 	// zero after the translation, which UDP sends as 0xffff (RFC 768). The
@@ -39,10 +43,8 @@ type natFlow struct {
 	payload       []byte
 
 	// keepPort requires the translation to keep podPort. Otherwise the node
-	// port must lie in the configured range and differ from podPort, unless
-	// anyPort accepts podPort too.
+	// port must lie in the configured range and differ from podPort.
 	keepPort bool
-	anyPort  bool
 	// target is the pod's endpoint when the pod runs on the test node, for
 	// delivery of replies.
 	target *testPod
@@ -71,6 +73,7 @@ func (f natFlow) egressFrame() packettest.Frame {
 	if f.ipOptions {
 		frame = withRouterAlert(frame)
 	}
+	frame.MoreFragments = f.firstFragment
 	return frame
 }
 
@@ -149,6 +152,10 @@ func decodeIPv4(t *testing.T, frame []byte) (ip *layers.IPv4, sport, dport uint1
 	if err := parser.DecodeLayers(frame, &decoded); err != nil {
 		t.Fatalf("decode output frame: %v", err)
 	}
+	if ipv4.Flags&layers.IPv4MoreFragments != 0 && ipv4.FragOffset == 0 {
+		// gopacket leaves a fragment's payload undecoded.
+		return decodeFirstFragment(t, &ipv4)
+	}
 	for _, layer := range decoded {
 		switch layer {
 		case layers.LayerTypeTCP:
@@ -160,6 +167,35 @@ func decodeIPv4(t *testing.T, frame []byte) (ip *layers.IPv4, sport, dport uint1
 		}
 	}
 	t.Fatalf("output frame has no TCP, UDP or ICMP layer, only %v", decoded)
+	return nil, 0, 0
+}
+
+// decodeFirstFragment decodes the L4 header at the start of a first
+// fragment's payload, as decodeIPv4 does for a whole packet.
+func decodeFirstFragment(t *testing.T, ip *layers.IPv4) (*layers.IPv4, uint16, uint16) {
+	t.Helper()
+
+	var err error
+	switch ip.Protocol {
+	case layers.IPProtocolTCP:
+		var tcp layers.TCP
+		if err = tcp.DecodeFromBytes(ip.Payload, gopacket.NilDecodeFeedback); err == nil {
+			return ip, uint16(tcp.SrcPort), uint16(tcp.DstPort)
+		}
+	case layers.IPProtocolUDP:
+		var udp layers.UDP
+		if err = udp.DecodeFromBytes(ip.Payload, gopacket.NilDecodeFeedback); err == nil {
+			return ip, uint16(udp.SrcPort), uint16(udp.DstPort)
+		}
+	case layers.IPProtocolICMPv4:
+		var icmp layers.ICMPv4
+		if err = icmp.DecodeFromBytes(ip.Payload, gopacket.NilDecodeFeedback); err == nil {
+			return ip, icmp.Id, icmp.Id
+		}
+	default:
+		err = fmt.Errorf("unexpected IP protocol %v", ip.Protocol)
+	}
+	t.Fatalf("decode first fragment: %v", err)
 	return nil, 0, 0
 }
 
@@ -236,10 +272,16 @@ func TestProgMasquerade(t *testing.T) {
 			proto: icmp, podPort: 0x1234, remote: testRemote1, payload: []byte("ping"),
 			target: &podB},
 		{name: "ICMP echo request with identifier 0", pod: podA.IP, proto: icmp, podPort: 0,
-			remote: testRemote1, payload: []byte("ping"), anyPort: true, target: &podA},
+			remote: testRemote1, payload: []byte("ping"), keepPort: true, target: &podA},
 		{name: "ICMP echo request of a second pod with identifier 0", pod: podB.IP,
 			proto: icmp, podPort: 0, remote: testRemote1, payload: []byte("ping"),
-			anyPort: true, target: &podB},
+			target: &podB},
+		{name: "UDP first fragment", pod: podA.IP, proto: udp, podPort: 5004, remote: testDNS,
+			remotePort: 53, firstFragment: true, payload: []byte("first fragment"),
+			keepPort: true, target: &podA},
+		{name: "ICMP echo request first fragment", pod: podB.IP, proto: icmp, podPort: 0x2222,
+			remote: testRemote2, firstFragment: true, payload: []byte("first fragment"),
+			keepPort: true, target: &podB},
 	}
 	nodePorts := map[*natFlow]uint16{}
 
@@ -368,7 +410,7 @@ func (e *progEnv) checkSNAT(t *testing.T, f natFlow) (uint16, bool) {
 	switch {
 	case f.keepPort && !kept:
 		t.Errorf("node port %d, want the pod's port %d", port, f.podPort)
-	case !f.keepPort && kept && !f.anyPort:
+	case !f.keepPort && kept:
 		t.Errorf("node port %d is the pod's port, want another one", port)
 	case !f.keepPort && !kept && outOfRange:
 		t.Errorf("node port %d outside the range %d-%d", port, testNATPortMin, testNATPortMax)
@@ -379,9 +421,27 @@ func (e *progEnv) checkSNAT(t *testing.T, f natFlow) (uint16, bool) {
 		off := packettest.UDPChecksumOffset(want)
 		want[off], want[off+1] = 0xff, 0xff
 	}
+	checkPortRetries(t, before, after, kept)
 	c := progCase{in: in, verdict: tcActOK, want: want, counted: []Reason{ReasonSNAT}}
 	checkResult(t, c, verdict, out, before, after)
 	return port, true
+}
+
+// checkPortRetries requires no port retry when the translation kept the
+// pod's port and at least one otherwise, then sets the retry counter in
+// after back to before, so that checkResult needs no exact count: a random
+// port may collide too.
+func checkPortRetries(t *testing.T, before, after map[Reason]Counter, kept bool) {
+	t.Helper()
+
+	retries := after[ReasonNATPortRetry].Packets - before[ReasonNATPortRetry].Packets
+	if kept && retries != 0 {
+		t.Errorf("counted %d port retries for a flow that kept its port, want 0", retries)
+	}
+	if !kept && retries == 0 {
+		t.Errorf("counted no port retry for a flow that changed its port")
+	}
+	after[ReasonNATPortRetry] = before[ReasonNATPortRetry]
 }
 
 func natEntries(t *testing.T, e *progEnv) []NATEntry {
@@ -490,8 +550,6 @@ func checkEgressUnchanged(t *testing.T, e *progEnv) {
 		{name: "source of the node", in: from(testNodeIP, tcp, nil)},
 		{name: "source outside the pod range",
 			in: from(netip.MustParseAddr("10.201.0.5"), udp, nil)},
-		{name: "fragment",
-			in: from(podA.IP, udp, func(f *packettest.Frame) { f.MoreFragments = true })},
 		{name: "ICMP echo reply", in: from(podA.IP, icmp, func(f *packettest.Frame) {
 			f.ICMPType = layers.ICMPv4TypeEchoReply
 		})},

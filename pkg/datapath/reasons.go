@@ -12,6 +12,12 @@ const (
 	ReasonSNAT              Reason = 4
 	ReasonRevSNAT           Reason = 5
 	ReasonCTStack           Reason = 6
+	ReasonRevSNATICMPError  Reason = 7
+	ReasonSNATICMPError     Reason = 8
+	ReasonSNATNodePort      Reason = 9
+	ReasonNATPortRetry      Reason = 10
+	ReasonSNATFragment      Reason = 11
+	ReasonRevSNATFragment   Reason = 12
 	ReasonDropSpoofIP       Reason = 16
 	ReasonDropSpoofMAC      Reason = 17
 	ReasonDropMalformed     Reason = 18
@@ -20,6 +26,7 @@ const (
 	ReasonDropNATNoPort     Reason = 21
 	ReasonDropNATTableFull  Reason = 22
 	ReasonDropNoConfig      Reason = 23
+	ReasonDropFragUntracked Reason = 24
 	reasonMax               Reason = 32
 	firstDropReason                = ReasonDropSpoofIP
 )
@@ -32,6 +39,12 @@ var reasonNames = map[Reason]string{
 	ReasonSNAT:              "snat",
 	ReasonRevSNAT:           "rev-snat",
 	ReasonCTStack:           "kernel-nat-to-stack",
+	ReasonRevSNATICMPError:  "rev-snat-icmp-error",
+	ReasonSNATICMPError:     "snat-icmp-error",
+	ReasonSNATNodePort:      "snat-node-port",
+	ReasonNATPortRetry:      "nat-port-retry",
+	ReasonSNATFragment:      "snat-fragment",
+	ReasonRevSNATFragment:   "rev-snat-fragment",
 	ReasonDropSpoofIP:       "drop-spoofed-ip",
 	ReasonDropSpoofMAC:      "drop-spoofed-mac",
 	ReasonDropMalformed:     "drop-malformed",
@@ -40,6 +53,7 @@ var reasonNames = map[Reason]string{
 	ReasonDropNATNoPort:     "drop-nat-no-port",
 	ReasonDropNATTableFull:  "drop-nat-table-full",
 	ReasonDropNoConfig:      "drop-no-config",
+	ReasonDropFragUntracked: "drop-frag-untracked",
 }
 
 // String returns the reason's name as ferryctl and metrics show it.
