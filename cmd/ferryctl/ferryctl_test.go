@@ -164,37 +164,6 @@ func decodeJSON[T any](t *testing.T, out string) T {
 	return v
 }
 
-func TestStatusOutput(t *testing.T) {
-	f := newFixture(t, true)
-	rows := fields(f.ferryctl(t, "status"))
-	want := [][]string{
-		{"BPFFS DIR", f.node.BPFFSDir},
-		{"NODE IP", "10.0.1.20"},
-		{"POD CIDR", "10.200.0.0/24"},
-		{"UPLINK", "eth0 (ifindex " + strconv.Itoa(f.node.UplinkIndex) + ")"},
-		{"ATTACH MODE", "tcx"},
-		{"MASQUERADE", "enabled, ports 32768-65535"},
-		{"NODE ROUTES", "2"},
-		{"MASQUERADE EXCLUSIONS", "1"},
-		{"ENDPOINTS", "2"},
-		{"NAT ENTRIES", "2 of 4096"},
-	}
-	if !reflect.DeepEqual(rows, want) {
-		t.Errorf("status table = %q, want %q", rows, want)
-	}
-
-	got := decodeJSON[status](t, f.ferryctl(t, "-o", "json", "status"))
-	wantJSON := status{
-		BPFFSDir: f.node.BPFFSDir, NodeIP: "10.0.1.20", PodCIDR: "10.200.0.0/24",
-		UplinkIfIndex: f.node.UplinkIndex, UplinkIfName: "eth0", AttachMode: "tcx",
-		Masquerade: true, NATPortMin: 32768, NATPortMax: 65535, NodeRoutes: 2,
-		MasqueradeExclusions: 1, Endpoints: 2, NATEntries: 2, NATCapacity: 4096,
-	}
-	if got != wantJSON {
-		t.Errorf("status JSON = %+v, want %+v", got, wantJSON)
-	}
-}
-
 func TestStatusUnconfiguredDataplane(t *testing.T) {
 	f := newFixture(t, false)
 	var stdout, stderr bytes.Buffer
@@ -250,41 +219,53 @@ func TestEndpointsOutput(t *testing.T) {
 func TestNATOutput(t *testing.T) {
 	f := newFixture(t, true)
 	rows := fields(f.ferryctl(t, "nat"))
-	if len(rows) != 3 {
-		t.Fatalf("nat table has %d lines, want a header and 2 entries: %q", len(rows), rows)
+	if len(rows) != 2 {
+		t.Fatalf("nat table has %d lines, want a header and 1 flow: %q", len(rows), rows)
 	}
-	if want := []string{"PROTO", "DIR", "SRC", "DST", "TRANSLATED", "AGE", "IDLE"}; !reflect.DeepEqual(rows[0], want) {
-		t.Errorf("nat header = %q, want %q", rows[0], want)
+	wantHeader := []string{"PROTO", "SRC", "DST", "NAT SRC", "STATE", "AGE", "IDLE"}
+	if !reflect.DeepEqual(rows[0], wantHeader) {
+		t.Errorf("nat header = %q, want %q", rows[0], wantHeader)
 	}
 	// The pod's source port is free on the node, so the masquerade keeps it.
-	wantFlows := [][]string{
-		{"tcp", "egress", "10.200.0.5:40000", "203.0.113.10:443", "10.0.1.20:40000"},
-		{"tcp", "ingress", "203.0.113.10:443", "10.0.1.20:40000", "10.200.0.5:40000"},
+	// Only the SYN has passed, so the flow is in its handshake.
+	want := []string{"tcp", "10.200.0.5:40000", "203.0.113.10:443", "10.0.1.20:40000",
+		"handshake"}
+	if got := rows[1][:5]; !reflect.DeepEqual(got, want) {
+		t.Errorf("nat row = %q, want %q", got, want)
 	}
-	for i, want := range wantFlows {
-		if got := rows[i+1][:5]; !reflect.DeepEqual(got, want) {
-			t.Errorf("nat row %d = %q, want %q", i+1, got, want)
-		}
-		if age := rows[i+1][5]; age != "0s" && age != "1s" {
-			t.Errorf("nat row %d age = %q, want 0s or 1s", i+1, age)
-		}
+	if age := rows[1][5]; age != "0s" && age != "1s" {
+		t.Errorf("nat row age = %q, want 0s or 1s", age)
 	}
 
 	got := decodeJSON[[]natFlow](t, f.ferryctl(t, "-o", "json", "nat"))
-	if len(got) != 2 {
-		t.Fatalf("nat JSON has %d entries, want 2: %+v", len(got), got)
+	if len(got) != 1 {
+		t.Fatalf("nat JSON has %d flows, want 1: %+v", len(got), got)
 	}
-	egress := got[0]
-	if egress.Proto != "tcp" || egress.Direction != "egress" || egress.Src != "10.200.0.5:40000" ||
-		egress.Translated != "10.0.1.20:40000" {
-		t.Errorf("egress entry = %+v", egress)
+	flow := got[0]
+	wantOriginal := natTuple{Src: "10.200.0.5:40000", Dst: "203.0.113.10:443"}
+	wantTranslated := natTuple{Src: "10.0.1.20:40000", Dst: "203.0.113.10:443"}
+	if flow.Proto != "tcp" || flow.Original != wantOriginal || flow.Translated != wantTranslated {
+		t.Errorf("flow = %+v, want tcp %+v translated to %+v", flow, wantOriginal,
+			wantTranslated)
 	}
-	if !reflect.DeepEqual(egress.TCPFlags, []string{"SYN"}) {
-		t.Errorf("egress TCP flags = %v, want [SYN]", egress.TCPFlags)
+	if flow.State != "handshake" || !flow.Paired {
+		t.Errorf("flow state %q, paired %t: want handshake, paired", flow.State, flow.Paired)
 	}
-	if egress.AgeSeconds < 0 || egress.AgeSeconds > 5 || egress.IdleSeconds > egress.AgeSeconds {
-		t.Errorf("egress age %v s, idle %v s: want 0 <= idle <= age <= 5",
-			egress.AgeSeconds, egress.IdleSeconds)
+	if flow.AgeSeconds < 0 || flow.AgeSeconds > 5 || flow.IdleSeconds > flow.AgeSeconds {
+		t.Errorf("flow age %v s, idle %v s: want 0 <= idle <= age <= 5",
+			flow.AgeSeconds, flow.IdleSeconds)
+	}
+}
+
+func TestNATOutputPodFilter(t *testing.T) {
+	f := newFixture(t, true)
+	got := decodeJSON[[]natFlow](t, f.ferryctl(t, "-o", "json", "--pod", "10.200.0.5", "nat"))
+	if len(got) != 1 || got[0].Original.Src != "10.200.0.5:40000" {
+		t.Errorf("flows of pod 10.200.0.5 = %+v, want the one from 10.200.0.5:40000", got)
+	}
+	rows := fields(f.ferryctl(t, "nat", "--pod", "10.200.0.9"))
+	if len(rows) != 1 {
+		t.Errorf("flows of pod 10.200.0.9 = %q, want only the header", rows)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"strings"
 
@@ -35,10 +36,10 @@ type command struct {
 }
 
 var commands = map[string]command{
-	"status":    {"node settings, attach mode and the number of entries per map", statusView},
+	"status":    {"node settings, hooks, map fill levels, counters and ferryd's state", statusView},
 	"routes":    {"remote nodes' pod CIDRs and node IPs", routesView},
 	"endpoints": {"pods on this node with their interfaces and MAC addresses", endpointsView},
-	"nat":       {"masqueraded flows of the NAT table", natView},
+	"nat":       {"masqueraded flows of the NAT table, or one pod's with --pod IP", allNATView},
 	"stats":     {"packet and byte counters per reason; drops are marked", statsView},
 }
 
@@ -54,6 +55,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 	dir := flags.String("bpffs-dir", defaultBPFFSDir, "bpffs `directory` where ferryd pinned "+
 		"the dataplane (the bpffsDir of its config)")
 	format := flags.String("o", "table", "output `format`: table or json")
+	pod := flags.String("pod", "", "with nat: list only the flows of the pod with this `IP`")
+	flags.StringVar(&metricsAddress, "metrics-address", defaultMetricsAddress, "with status: "+
+		"the `host:port` of ferryd's metrics listener (its metricsAddress) to read its "+
+		"readiness, reloads and nodes from; empty to skip")
 	flags.Usage = func() { usage(flags, stderr) }
 
 	// Options may come before or after the command.
@@ -82,6 +87,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	if *format != "table" && *format != "json" {
 		fmt.Fprintf(stderr, "ferryctl: invalid output format %q: use table or json\n", *format)
 		return exitUsage
+	}
+	if *pod != "" {
+		addr, err := netip.ParseAddr(*pod)
+		if err != nil || !addr.Is4() || name != "nat" {
+			fmt.Fprintf(stderr, "ferryctl: invalid --pod %q: use it with nat and a pod's "+
+				"IPv4 address, such as --pod 10.200.0.5\n", *pod)
+			return exitUsage
+		}
+		cmd.view = func(m *datapath.Maps, _ string) (view, error) { return natView(m, addr) }
 	}
 
 	m, err := datapath.OpenMaps(*dir)
@@ -133,7 +147,8 @@ func parseErrorStatus(err error) int {
 }
 
 func usage(flags *flag.FlagSet, w io.Writer) {
-	fmt.Fprintf(w, "Usage: ferryctl [--bpffs-dir DIR] [-o table|json] COMMAND\n\nCommands:\n")
+	fmt.Fprintf(w, "Usage: ferryctl [--bpffs-dir DIR] [-o table|json] [--pod IP] COMMAND\n\n"+
+		"Commands:\n")
 	for _, name := range commandOrder {
 		fmt.Fprintf(w, "  %-10s %s\n", name, commands[name].summary)
 	}

@@ -18,6 +18,9 @@ func TestRunUsageErrors(t *testing.T) {
 		{"unknown format", []string{"-o", "yaml", "status"}, `invalid output format "yaml"`},
 		{"extra argument", []string{"routes", "all"}, `unexpected argument "all" after routes`},
 		{"unknown flag", []string{"--verbose", "status"}, "flag provided but not defined"},
+		{"pod not an address", []string{"--pod", "pod-a", "nat"}, `invalid --pod "pod-a"`},
+		{"pod with routes", []string{"--pod", "10.200.0.5", "routes"},
+			"use it with nat"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

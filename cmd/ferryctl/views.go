@@ -2,98 +2,12 @@ package main
 
 import (
 	"cmp"
-	"fmt"
 	"net"
 	"slices"
 	"strconv"
-	"strings"
-	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ferrynet/ferry/pkg/datapath"
 )
-
-// status is the JSON of the status command.
-type status struct {
-	BPFFSDir             string `json:"bpffsDir"`
-	NodeIP               string `json:"nodeIP"`
-	PodCIDR              string `json:"podCIDR"`
-	UplinkIfIndex        int    `json:"uplinkIfindex"`
-	UplinkIfName         string `json:"uplinkIfname"`
-	AttachMode           string `json:"attachMode"`
-	Masquerade           bool   `json:"masquerade"`
-	NATPortMin           uint16 `json:"natPortMin"`
-	NATPortMax           uint16 `json:"natPortMax"`
-	NodeRoutes           int    `json:"nodeRoutes"`
-	MasqueradeExclusions int    `json:"masqueradeExclusions"`
-	Endpoints            int    `json:"endpoints"`
-	NATEntries           int    `json:"natEntries"`
-	NATCapacity          uint32 `json:"natCapacity"`
-}
-
-func statusView(m *datapath.Maps, dir string) (view, error) {
-	s, err := m.Settings()
-	if err != nil {
-		return nil, err
-	}
-	routes, err := m.NodeRoutes()
-	if err != nil {
-		return nil, err
-	}
-	exclusions, err := m.MasqueradeExclusions()
-	if err != nil {
-		return nil, err
-	}
-	eps, err := m.Endpoints()
-	if err != nil {
-		return nil, err
-	}
-	nat, err := m.NATEntries()
-	if err != nil {
-		return nil, err
-	}
-
-	st := status{
-		BPFFSDir:             dir,
-		NodeIP:               s.NodeIP.String(),
-		PodCIDR:              s.PodCIDR.String(),
-		UplinkIfIndex:        s.UplinkIfIndex,
-		UplinkIfName:         ifName(s.UplinkIfIndex),
-		AttachMode:           string(datapath.AttachTCX),
-		Masquerade:           s.Masquerade,
-		NATPortMin:           s.NATPortMin,
-		NATPortMax:           s.NATPortMax,
-		NodeRoutes:           len(routes),
-		MasqueradeExclusions: len(exclusions),
-		Endpoints:            len(eps),
-		NATEntries:           len(nat),
-		NATCapacity:          m.NATCapacity(),
-	}
-	if s.Clsact {
-		st.AttachMode = string(datapath.AttachClsact)
-	}
-
-	masq := "disabled"
-	if st.Masquerade {
-		masq = fmt.Sprintf("enabled, ports %d-%d", st.NATPortMin, st.NATPortMax)
-	}
-	return report{
-		rows: [][]string{
-			{"BPFFS DIR", st.BPFFSDir},
-			{"NODE IP", st.NodeIP},
-			{"POD CIDR", st.PodCIDR},
-			{"UPLINK", fmt.Sprintf("%s (ifindex %d)", orDash(st.UplinkIfName), st.UplinkIfIndex)},
-			{"ATTACH MODE", st.AttachMode},
-			{"MASQUERADE", masq},
-			{"NODE ROUTES", strconv.Itoa(st.NodeRoutes)},
-			{"MASQUERADE EXCLUSIONS", strconv.Itoa(st.MasqueradeExclusions)},
-			{"ENDPOINTS", strconv.Itoa(st.Endpoints)},
-			{"NAT ENTRIES", fmt.Sprintf("%d of %d", st.NATEntries, st.NATCapacity)},
-		},
-		data: st,
-	}, nil
-}
 
 // route is the JSON of one node route.
 type route struct {
@@ -154,52 +68,6 @@ func endpointsView(m *datapath.Maps, _ string) (view, error) {
 	return r, nil
 }
 
-// natFlow is the JSON of one NAT entry. For ICMP echo the port of the
-// identifier's side is the echo identifier.
-type natFlow struct {
-	Proto       string   `json:"proto"`
-	Direction   string   `json:"direction"`
-	Src         string   `json:"src"`
-	Dst         string   `json:"dst"`
-	Translated  string   `json:"translated"`
-	TCPFlags    []string `json:"tcpFlags"`
-	AgeSeconds  float64  `json:"ageSeconds"`
-	IdleSeconds float64  `json:"idleSeconds"`
-}
-
-func natView(m *datapath.Maps, _ string) (view, error) {
-	entries, err := m.NATEntries()
-	if err != nil {
-		return nil, err
-	}
-	slices.SortFunc(entries, func(a, b datapath.NATEntry) int {
-		return cmp.Or(cmp.Compare(a.Proto, b.Proto), cmp.Compare(a.Direction, b.Direction),
-			a.Src.Compare(b.Src), a.Dst.Compare(b.Dst))
-	})
-	now := monotonicNow()
-	r := report{columns: []string{"PROTO", "DIR", "SRC", "DST", "TRANSLATED", "AGE", "IDLE"}}
-	data := make([]natFlow, 0, len(entries))
-	for _, e := range entries {
-		age := max(now-e.Created, 0)
-		idle := max(now-e.LastSeen, 0)
-		f := natFlow{
-			Proto:       protoName(e.Proto),
-			Direction:   e.Direction.String(),
-			Src:         e.Src.String(),
-			Dst:         e.Dst.String(),
-			Translated:  e.TranslateTo.String(),
-			TCPFlags:    tcpFlagNames(e.Proto, e.TCPFlags),
-			AgeSeconds:  age.Seconds(),
-			IdleSeconds: idle.Seconds(),
-		}
-		data = append(data, f)
-		r.rows = append(r.rows, []string{f.Proto, f.Direction, f.Src, f.Dst, f.Translated,
-			age.Round(time.Second).String(), idle.Round(time.Second).String()})
-	}
-	r.data = data
-	return r, nil
-}
-
 // counter is the JSON of one reason's counter.
 type counter struct {
 	Reason  string `json:"reason"`
@@ -244,41 +112,4 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
-}
-
-func protoName(proto uint8) string {
-	switch proto {
-	case unix.IPPROTO_TCP:
-		return "tcp"
-	case unix.IPPROTO_UDP:
-		return "udp"
-	case unix.IPPROTO_ICMP:
-		return "icmp"
-	default:
-		return strconv.Itoa(int(proto))
-	}
-}
-
-// tcpFlagNames names the flags of a TCP header's flags byte, in bit order.
-func tcpFlagNames(proto, flags uint8) []string {
-	names := []string{}
-	if proto != unix.IPPROTO_TCP {
-		return names
-	}
-	for i, name := range strings.Fields("FIN SYN RST PSH ACK URG ECE CWR") {
-		if flags&(1<<i) != 0 {
-			names = append(names, name)
-		}
-	}
-	return names
-}
-
-// monotonicNow reads CLOCK_MONOTONIC, the clock of bpf_ktime_get_ns that
-// stamps NAT entries.
-func monotonicNow() time.Duration {
-	var ts unix.Timespec
-	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
-	}
-	return time.Duration(ts.Nano())
 }

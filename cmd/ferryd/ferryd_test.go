@@ -214,9 +214,10 @@ func TestFerrydLifecycle(t *testing.T) {
 	f := startFerryd(t, node, "--config", path, "--log-level", "debug")
 
 	f.waitFor(t, "the CNI configuration", func() bool { return exists(node.ConfPath()) })
-	if !strings.Contains(f.log.String(), "msg=ready") {
-		t.Errorf("log has no ready message")
-	}
+	// ferryd logs "ready" right after it renames the configuration into place.
+	f.waitFor(t, "the ready log line", func() bool {
+		return strings.Contains(f.log.String(), "msg=ready")
+	})
 	var conf struct {
 		Plugins []struct {
 			MTU  int `json:"mtu"`

@@ -5,7 +5,8 @@
 //
 // SIGHUP reloads the configuration file in place. SIGTERM and SIGINT stop
 // the agent and leave the dataplane attached and forwarding. ferryd works in
-// the network namespace it starts in, which must be the node's.
+// the network namespace it starts in, which must be the node's. It serves
+// Prometheus metrics, /healthz and /readyz on the config's metricsAddress.
 //
 // Exit status: 0 after a stop by signal or a successful --remove or
 // --version, 1 when setting up the node failed, 2 for an invalid command
@@ -23,9 +24,13 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
+
+	"k8s.io/klog/v2"
 
 	"github.com/ferrynet/ferry/pkg/agent"
 	"github.com/ferrynet/ferry/pkg/config"
+	"github.com/ferrynet/ferry/pkg/logging"
 )
 
 // version is set at build time with -ldflags "-X main.version=v1.2.3".
@@ -80,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			*logLevel)
 		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	log := newLogger(stderr, level)
 
 	// Signals are caught from the start: SIGHUP's default action would kill
 	// the agent before its first reload.
@@ -108,10 +113,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 
+	log.Info("ferryd starting", "version", buildVersion(), "config", *configPath)
 	err = agent.Run(ctx, cfg, agent.Options{
 		ConfigPath: *configPath,
 		Logger:     log,
 		Reload:     reload,
+		Version:    buildVersion(),
 	})
 	var cfgErr *config.Error
 	switch {
@@ -123,6 +130,22 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return exitFailure
 	}
 	return exitOK
+}
+
+// Limits of repeated log records: at most logBurst records with the same
+// message and ids (such as node or ifindex) per logInterval.
+const (
+	logBurst    = 5
+	logInterval = time.Minute
+)
+
+// newLogger returns ferryd's logger: text lines on w from level up, with
+// repeats limited. The Kubernetes client library logs through it too.
+func newLogger(w io.Writer, level slog.Level) *slog.Logger {
+	text := slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})
+	log := slog.New(logging.NewRateLimited(text, logBurst, logInterval))
+	klog.SetSlogLogger(log.With("component", "client-go"))
+	return log
 }
 
 // buildVersion returns the version set at link time, or else the module

@@ -13,24 +13,45 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"slices"
+	"sync/atomic"
 
+	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
 
 	"github.com/ferrynet/ferry/pkg/config"
 	"github.com/ferrynet/ferry/pkg/datapath"
+	"github.com/ferrynet/ferry/pkg/metrics"
+	"github.com/ferrynet/ferry/pkg/nodesource"
 )
 
 // Agent is the running agent of one node.
 type Agent struct {
-	log  *slog.Logger
+	log *slog.Logger
+	// base is the configuration as loaded. With the Kubernetes node source
+	// it has no node list.
+	base *config.Config
+	// cfg is the configuration in effect: base with the node list that the
+	// node source provides.
 	cfg  *config.Config
 	node nodeInfo
 	// mode is the attach mode in use: tcx or clsact, never auto.
-	mode datapath.AttachMode
-	dp   *datapath.Datapath
+	mode   datapath.AttachMode
+	dp     *datapath.Datapath
+	source nodesource.Source
+	// metrics is nil when the agent runs without a metrics listener.
+	metrics *metrics.Metrics
+	// netns is the node's network namespace, which the metrics handlers
+	// enter to read the hooks' state.
+	netns ns.NetNS
+	ready atomic.Bool
+	// skipped records why nodes of the source are not routed, to log each
+	// reason once.
+	skipped map[string]string
+	// selfConflict is the last new address or pod range of this node that
+	// the source reported and the agent could not apply, logged once.
+	selfConflict config.Node
 }
 
 // Start sets up the node from a validated config. In this order, it loads and
@@ -43,6 +64,13 @@ type Agent struct {
 // *config.Error. After a later failure the pins stay, and the dataplane of
 // an earlier start, if any, keeps forwarding.
 func Start(cfg *config.Config, log *slog.Logger) (*Agent, error) {
+	return start(cfg, cfg, nodesource.NewStatic(sourceNodes(cfg.Nodes)), log, nil)
+}
+
+// start sets up the node like Start with cfg, the config in effect, which
+// has the nodes of src. base is the config as loaded.
+func start(base, cfg *config.Config, src nodesource.Source, log *slog.Logger,
+	m *metrics.Metrics) (*Agent, error) {
 	node, err := resolveNode(cfg)
 	if err != nil {
 		return nil, err
@@ -52,16 +80,41 @@ func Start(cfg *config.Config, log *slog.Logger) (*Agent, error) {
 		"attach_mode", cfg.AttachMode)
 	warnAboutSetup(cfg, node, log)
 
+	netns, err := ns.GetCurrentNS()
+	if err != nil {
+		return nil, fmt.Errorf("open the node's network namespace: %w", err)
+	}
 	dp, err := datapath.Load(cfg.BPFFSDir, datapath.LoadOptions{NATEntries: cfg.NATEntries()})
 	if err != nil {
+		netns.Close()
 		return nil, fmt.Errorf("load dataplane: %w", err)
 	}
-	a := &Agent{log: log, cfg: cfg, node: node, dp: dp}
+	logLoad(log, dp)
+	a := &Agent{log: log, base: base, cfg: cfg, node: node, dp: dp, source: src, metrics: m,
+		netns: netns, skipped: map[string]string{}}
+	_, skipped := selectNodes(base, src.Nodes())
+	a.logSkipped(skipped)
 	if err := a.start(); err != nil {
-		dp.Close()
+		a.Close()
 		return nil, err
 	}
 	return a, nil
+}
+
+// logLoad logs the maps that Load converted and the stale pins it removed.
+func logLoad(log *slog.Logger, dp *datapath.Datapath) {
+	for _, m := range dp.Migrations {
+		if m.Emptied {
+			log.Warn("pinned map replaced by an empty one: its entries could not be converted "+
+				"and ferryd fills it again", "map", m.Map, "change", m.Change, "reason", m.Why)
+			continue
+		}
+		log.Info("pinned map converted to the new layout", "map", m.Map, "change", m.Change,
+			"entries", m.Copied)
+	}
+	for _, path := range dp.RemovedPins {
+		log.Info("removed stale pin", "path", path)
+	}
 }
 
 func (a *Agent) start() error {
@@ -98,16 +151,44 @@ func (a *Agent) start() error {
 	if err := a.updatePods(modeChanged); err != nil {
 		a.log.Error("update pod programs failed", "error", err)
 	}
+	a.removeStale()
 
 	if err := a.syncRoutes(a.cfg); err != nil {
+		return err
+	}
+	if err := a.installPlugin(a.cfg.CNI.BinDir); err != nil {
 		return err
 	}
 	if err := a.writeCNIConfig(a.cfg); err != nil {
 		return err
 	}
+	a.ready.Store(true)
+	a.updateNodeMetrics()
 	a.log.Info("ready", "node", a.cfg.NodeName, "remote_nodes", len(a.cfg.RemoteNodes()),
-		"attach_mode", a.mode)
+		"attach_mode", a.mode, "node_source", a.source.Name())
 	return nil
+}
+
+// removeStale detaches the links that no longer serve, such as those of
+// deleted pods, and completes the conversion of maps that Load replaced,
+// now that no program of the previous start writes to the old maps.
+func (a *Agent) removeStale() {
+	removed, err := datapath.RemoveStaleLinks(a.dp.Dir, a.node.IfIndex)
+	for _, path := range removed {
+		a.log.Info("removed stale link", "path", path)
+	}
+	if err != nil {
+		a.log.Error("remove stale links failed", "bpffs_dir", a.dp.Dir, "error", err)
+	}
+	if len(a.dp.Migrations) == 0 {
+		return
+	}
+	added, err := a.dp.FinishMigrations()
+	if err != nil {
+		a.log.Error("finish map conversion failed", "error", err)
+		return
+	}
+	a.log.Info("map conversion finished", "late_entries", added)
 }
 
 // updatePods moves the attached pod programs to the loaded one. After a
@@ -185,7 +266,11 @@ func (a *Agent) AttachMode() datapath.AttachMode { return a.mode }
 
 // Close releases the dataplane's file descriptors. The pinned dataplane stays
 // attached and keeps forwarding.
-func (a *Agent) Close() error { return a.dp.Close() }
+func (a *Agent) Close() error {
+	a.ready.Store(false)
+	a.netns.Close()
+	return a.dp.Close()
+}
 
 // warnAboutSetup logs what is likely wrong but does not stop the agent.
 func warnAboutSetup(cfg *config.Config, node nodeInfo, log *slog.Logger) {
@@ -197,9 +282,5 @@ func warnAboutSetup(cfg *config.Config, node nodeInfo, log *slog.Logger) {
 			log.Warn("node IP is not an address of the device: replies to masqueraded "+
 				"traffic will not reach this node", "node_ip", cfg.NodeIP, "device", node.Device)
 		}
-	}
-	plugin := filepath.Join(cfg.CNI.BinDir, "ferry")
-	if _, err := os.Stat(plugin); err != nil {
-		log.Warn("CNI plugin binary not found: install it before pods start", "path", plugin)
 	}
 }

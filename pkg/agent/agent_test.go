@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cilium/ebpf"
 	"github.com/containernetworking/cni/libcni"
 
 	"github.com/ferrynet/ferry/pkg/agent/agenttest"
@@ -198,16 +199,16 @@ func TestStartRejectsConfigNotFittingNode(t *testing.T) {
 
 func TestStartFailureWritesNoConflist(t *testing.T) {
 	node := agenttest.NewNode(t)
-	first, _ := startAgent(t, node, parseConfig(t, node.Config(nil,
-		"masquerade:\n  natTableSize: 1024\n")))
+	first, _ := startAgent(t, node, parseConfig(t, node.Config(nil, "")))
 	first.Close()
 	if err := os.Remove(node.ConfPath()); err != nil {
 		t.Fatal(err)
 	}
+	// An endpoints map of a layout that Load cannot convert, with an entry:
+	// loading fails after the config was accepted.
+	pinIncompatibleEndpoints(t, node.BPFFSDir)
 
-	// The pinned NAT table has room for 1024 flows, so loading a table of
-	// another size fails after the config was accepted.
-	cfg := parseConfig(t, node.Config(nil, "masquerade:\n  natTableSize: 2048\n"))
+	cfg := parseConfig(t, node.Config(nil, ""))
 	log, _ := newLogger(t)
 	err := node.DoErr(func() error {
 		a, err := Start(cfg, log)
@@ -216,14 +217,36 @@ func TestStartFailureWritesNoConflist(t *testing.T) {
 		}
 		return err
 	})
-	if err == nil {
-		t.Fatal("Start with a NAT table of another size succeeded")
+	if !errors.Is(err, datapath.ErrMapLayout) {
+		t.Fatalf("Start with an unconvertible endpoints map returned %v, want ErrMapLayout", err)
 	}
 	if errors.As(err, new(*config.Error)) {
 		t.Errorf("Start error %v is a *config.Error; the config itself is valid", err)
 	}
 	if pathExists(t, node.ConfPath()) {
 		t.Errorf("failed Start wrote %s", node.ConfPath())
+	}
+}
+
+// pinIncompatibleEndpoints replaces the pinned endpoints map under dir by a
+// map with 8-byte keys and no BTF, holding one entry.
+func pinIncompatibleEndpoints(t *testing.T, dir string) {
+	t.Helper()
+	path := filepath.Join(dir, "endpoints")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	m, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.Hash, KeySize: 8, ValueSize: 16,
+		MaxEntries: 16})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	if err := m.Put(uint64(1), make([]byte, 16)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Pin(path); err != nil {
+		t.Fatal(err)
 	}
 }
 

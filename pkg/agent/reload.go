@@ -9,6 +9,7 @@ import (
 
 	"github.com/ferrynet/ferry/pkg/config"
 	"github.com/ferrynet/ferry/pkg/datapath"
+	"github.com/ferrynet/ferry/pkg/nodesource"
 )
 
 // Reload applies a new validated config in place: node routes, masquerade
@@ -21,37 +22,65 @@ import (
 // errors. The node then has part of the new state, and the next Reload
 // completes it because every step syncs to the full config.
 func (a *Agent) Reload(cfg *config.Config) error {
-	if err := restartOnlyChanges(a.cfg, cfg); err != nil {
+	err := a.reload(cfg)
+	if a.metrics != nil {
+		a.metrics.ReloadDone(err)
+	}
+	return err
+}
+
+func (a *Agent) reload(cfg *config.Config) error {
+	// With the static source, the file's node list is the new one as it is;
+	// the Kubernetes source keeps its nodes.
+	next := cfg
+	if cfg.Kubernetes != nil {
+		next = a.withSourceNodes(cfg)
+	}
+	if err := restartOnlyChanges(a.cfg, next); err != nil {
 		return err
 	}
-	a.logNodeChanges(a.cfg, cfg)
+	if static, ok := a.source.(*nodesource.Static); ok {
+		static.Set(sourceNodes(cfg.Nodes))
+	}
+	a.base = cfg
+	if err := a.apply(next); err != nil {
+		return fmt.Errorf("apply reloaded config: %w", err)
+	}
+	a.log.Info("reloaded config", "remote_nodes", len(next.RemoteNodes()),
+		"masquerade_exclusions", len(masqueradeExclusions(next)))
+	return nil
+}
 
+// apply makes the node match next, a config in effect with its node list:
+// node routes, masquerade exclusions, kernel routes, masquerade settings and
+// the CNI configuration, each new entry before the removal of a stale one.
+// When a step fails, apply carries on with the others and returns the
+// errors. The next apply completes the state, because every step syncs to
+// the full config.
+func (a *Agent) apply(next *config.Config) error {
+	a.logNodeChanges(a.cfg, next)
 	var errs []error
-	if err := a.syncMaps(cfg); err != nil {
+	if err := a.syncMaps(next); err != nil {
 		errs = append(errs, err)
 	}
-	if settingsChanged(a.cfg, cfg) {
-		if err := a.writeSettings(cfg, a.mode == datapath.AttachClsact); err != nil {
+	if settingsChanged(a.cfg, next) {
+		if err := a.writeSettings(next, a.mode == datapath.AttachClsact); err != nil {
 			errs = append(errs, err)
 		} else {
-			a.log.Info("masquerade settings changed", "masquerade", cfg.Masquerade.Enabled,
-				"port_min", cfg.Masquerade.PortMin, "port_max", cfg.Masquerade.PortMax)
+			a.log.Info("masquerade settings changed", "masquerade", next.Masquerade.Enabled,
+				"port_min", next.Masquerade.PortMin, "port_max", next.Masquerade.PortMax)
 		}
 	}
-	if err := a.syncRoutes(cfg); err != nil {
+	if err := a.syncRoutes(next); err != nil {
 		errs = append(errs, err)
 	}
 	// The device's MTU may have changed since the last write.
-	if err := a.writeCNIConfig(cfg); err != nil {
+	if err := a.writeCNIConfig(next); err != nil {
 		errs = append(errs, err)
 	}
-	a.cfg = cfg
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("apply reloaded config: %w", err)
-	}
-	a.log.Info("reloaded config", "remote_nodes", len(cfg.RemoteNodes()),
-		"masquerade_exclusions", len(masqueradeExclusions(cfg)))
-	return nil
+	a.cfg = next
+	a.updateNodeMetrics()
+	return errors.Join(errs...)
 }
 
 func settingsChanged(prev, next *config.Config) bool {
@@ -78,6 +107,7 @@ func restartOnlyChanges(prev, next *config.Config) error {
 	check("bpffsDir", prev.BPFFSDir, next.BPFFSDir)
 	check("cni", prev.CNI, next.CNI)
 	check("metricsAddress", prev.MetricsAddress, next.MetricsAddress)
+	check("kubernetes", prev.Kubernetes, next.Kubernetes)
 	if prev.NodeName == next.NodeName {
 		// A new address or pod range of this node would strand its pods.
 		i := slices.IndexFunc(next.Nodes, func(n config.Node) bool { return n.Name == next.NodeName })
@@ -106,29 +136,5 @@ func show(v any) string {
 		return fmt.Sprintf("%q", v.String())
 	default:
 		return fmt.Sprintf("%+v", v)
-	}
-}
-
-// logNodeChanges logs the remote nodes that next adds, removes or changes.
-func (a *Agent) logNodeChanges(prev, next *config.Config) {
-	before := map[string]config.Node{}
-	for _, n := range prev.RemoteNodes() {
-		before[n.Name] = n
-	}
-	for _, n := range next.RemoteNodes() {
-		was, found := before[n.Name]
-		delete(before, n.Name)
-		switch {
-		case !found:
-			a.log.Info("node added", "node", n.Name, "node_ip", n.IP, "cidr", n.PodCIDR)
-		case was != n:
-			a.log.Info("node changed", "node", n.Name, "node_ip", n.IP, "cidr", n.PodCIDR,
-				"old_node_ip", was.IP, "old_cidr", was.PodCIDR)
-		}
-	}
-	for _, n := range prev.RemoteNodes() {
-		if _, removed := before[n.Name]; removed {
-			a.log.Info("node removed", "node", n.Name, "node_ip", n.IP, "cidr", n.PodCIDR)
-		}
 	}
 }

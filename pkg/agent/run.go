@@ -2,12 +2,14 @@ package agent
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"time"
 
 	"github.com/ferrynet/ferry/pkg/config"
-	"github.com/ferrynet/ferry/pkg/datapath"
+	"github.com/ferrynet/ferry/pkg/metrics"
+	"github.com/ferrynet/ferry/pkg/nodesource"
 )
 
 // DefaultNATInterval is how often Run expires idle NAT flows.
@@ -24,20 +26,65 @@ type Options struct {
 	NATInterval time.Duration
 	// Ready, when set, is called once the node is ready, after Start.
 	Ready func(*Agent)
+	// NodeSource, when set, replaces the node source that the config
+	// selects. Tests pass a Kubernetes source on a fake clientset.
+	NodeSource nodesource.Source
+	// Version is the ferryd version that the metrics report.
+	Version string
 }
 
-// Run starts the agent with cfg and serves it until ctx is done: it reloads
-// the configuration file on every value from opts.Reload and expires idle
-// NAT flows periodically. It runs on the calling goroutine, which must stay
-// in the node's network namespace, and returns nil when ctx ends. The
+// Run starts the agent with cfg and serves it until ctx is done. First it
+// serves metrics, /healthz and /readyz on cfg.MetricsAddress and waits until
+// the node source lists this node with an address and a pod range. Then it
+// starts the agent, applies every change of the node source, reloads the
+// configuration file on every value from opts.Reload and expires idle NAT
+// flows periodically. It runs on the calling goroutine, which must stay in
+// the node's network namespace, and returns nil when ctx ends. The
 // dataplane then stays attached and keeps forwarding.
 func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	log := opts.Logger
-	a, err := Start(cfg, log)
+	m := metrics.New(opts.Version)
+	// The listener opens here, in the node's network namespace.
+	srv, err := startMetricsServer(cfg.MetricsAddress, m, log)
 	if err != nil {
 		return err
 	}
-	defer a.Close()
+	defer srv.close()
+
+	src := opts.NodeSource
+	if src == nil {
+		if src, err = NewNodeSource(cfg); err != nil {
+			return err
+		}
+	}
+	if cfg.Kubernetes != nil {
+		log.Info("listing nodes", "source", src.Name(), "node", cfg.NodeName)
+	}
+	if err := src.Start(ctx); err != nil {
+		if ctx.Err() != nil {
+			log.Info("stopped before the node list was complete")
+			return nil
+		}
+		return fmt.Errorf("start %s node source: %w", src.Name(), err)
+	}
+	eff := waitForSelf(ctx, cfg, src, log)
+	if eff == nil {
+		log.Info("stopped while waiting for this node in the node source", "node", cfg.NodeName)
+		return nil
+	}
+
+	a, err := start(cfg, eff, src, log, m)
+	if err != nil {
+		return err
+	}
+	m.SetDataplane(a)
+	srv.setAgent(a)
+	defer func() {
+		// No scrape may read the maps once they are closed.
+		srv.close()
+		m.SetDataplane(nil)
+		a.Close()
+	}()
 	if opts.Ready != nil {
 		opts.Ready(a)
 	}
@@ -57,6 +104,10 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 			return nil
 		case <-opts.Reload:
 			a.reloadFile(opts.ConfigPath)
+		case <-src.Changed():
+			if err := a.SyncNodes(); err != nil {
+				a.log.Error("apply node changes failed", "source", src.Name(), "error", err)
+			}
 		case <-ticker.C:
 			a.ExpireNAT()
 		}
@@ -70,6 +121,9 @@ func (a *Agent) reloadFile(path string) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		a.log.Error("reload rejected: keeping the running config", "path", path, "error", err)
+		if a.metrics != nil {
+			a.metrics.ReloadDone(err)
+		}
 		return
 	}
 	if err := a.Reload(cfg); err != nil {
@@ -77,10 +131,11 @@ func (a *Agent) reloadFile(path string) {
 	}
 }
 
-// ExpireNAT deletes the NAT flows that have been idle for longer than
-// their timeout, logging the count at debug level.
+// ExpireNAT deletes the NAT flows that have been idle for longer than the
+// timeout of their state in masquerade.timeouts, logging the count at debug
+// level.
 func (a *Agent) ExpireNAT() {
-	n, err := a.dp.ExpireNAT(datapath.DefaultNATTimeouts)
+	n, err := a.dp.ExpireNAT(a.cfg.Masquerade.Timeouts)
 	if err != nil {
 		a.log.Error("expire NAT flows failed", "expired", n, "error", err)
 		return

@@ -50,14 +50,24 @@ type Config struct {
 	NodeIP     netip.Addr
 	AttachMode datapath.AttachMode
 	// Nodes is the static node source: every node of the cluster, this one
-	// included, in file order.
-	Nodes      []Node
+	// included, in file order. It is empty when Kubernetes is set.
+	Nodes []Node
+	// Kubernetes, when set, selects the Kubernetes node source in place of
+	// Nodes: ferryd watches the cluster's Node objects.
+	Kubernetes *Kubernetes
 	Masquerade Masquerade
 	BPFFSDir   string
 	CNI        CNI
-	// MetricsAddress is the host:port that ferryd serves metrics on.
-	// NOTE: ferryd does not serve metrics yet; the address is only validated.
+	// MetricsAddress is the host:port that ferryd serves Prometheus metrics,
+	// /healthz and /readyz on.
 	MetricsAddress string
+}
+
+// Kubernetes configures the Kubernetes node source.
+type Kubernetes struct {
+	// Kubeconfig is the path of a kubeconfig file. Empty means the in-cluster
+	// credentials of a pod's service account.
+	Kubeconfig string
 }
 
 // Node is a cluster node of the static node source.
@@ -78,6 +88,8 @@ type Masquerade struct {
 	// PortMin and PortMax bound the source ports that the masquerade
 	// allocates, inclusive.
 	PortMin, PortMax uint16
+	// Timeouts are the idle times after which ferryd removes NAT flows.
+	Timeouts datapath.NATTimeouts
 }
 
 // CNI configures the CNI configuration file that ferryd writes.
@@ -122,14 +134,16 @@ func Parse(data []byte) (*Config, error) {
 	return cfg, nil
 }
 
-// Self returns this node's entry of the node list.
+// Self returns this node's entry of the node list. With the Kubernetes node
+// source, call it only on a config that WithNodes returned.
 func (c *Config) Self() Node {
 	for _, n := range c.Nodes {
 		if n.Name == c.NodeName {
 			return n
 		}
 	}
-	// Parse rejects a config without an entry for NodeName.
+	// Parse rejects a static config without an entry for NodeName, and
+	// ferryd fills in the Kubernetes source's nodes with WithNodes.
 	panic(fmt.Sprintf("config: node %q is not in the node list", c.NodeName))
 }
 
@@ -142,6 +156,15 @@ func (c *Config) RemoteNodes() []Node {
 		}
 	}
 	return out
+}
+
+// WithNodes returns a copy of c whose node list is nodes, which must contain
+// this node. ferryd uses it to apply the nodes of the Kubernetes node source
+// with the code that applies a static list.
+func (c *Config) WithNodes(nodes []Node) *Config {
+	out := *c
+	out.Nodes = nodes
+	return &out
 }
 
 // NATEntries returns the capacity of the NAT map: two entries per flow.

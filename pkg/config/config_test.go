@@ -37,6 +37,7 @@ func TestLoadFullConfig(t *testing.T) {
 			NATTableSize: 65536,
 			PortMin:      40000,
 			PortMax:      50000,
+			Timeouts:     datapath.DefaultNATTimeouts,
 		},
 		BPFFSDir: "/sys/fs/bpf/ferry-w0",
 		CNI: CNI{
@@ -70,6 +71,7 @@ func TestLoadMinimalConfigDefaults(t *testing.T) {
 			NATTableSize: 262144,
 			PortMin:      32768,
 			PortMax:      65535,
+			Timeouts:     datapath.DefaultNATTimeouts,
 		},
 		BPFFSDir: "/sys/fs/bpf/ferry",
 		CNI: CNI{
@@ -289,8 +291,8 @@ var problemCases = []problemCase{
 		[]string{"10.200.1.0/31", "/30"}},
 	{"pod CIDRs overlap", replace("10.200.1.0/24", "10.200.0.128/25"), "nodes[1].podCIDR",
 		[]string{"10.200.0.128/25", "nodes[0].podCIDR 10.200.0.0/24"}},
-	{"kubernetes source", appendLines("kubernetes:\n  kubeconfig: /var/lib/ferry/kubeconfig\n"),
-		"kubernetes", []string{"not supported yet"}},
+	{"kubernetes and nodes", appendLines("kubernetes:\n  kubeconfig: /var/lib/ferry/kubeconfig\n"),
+		"nodes", []string{"one source"}},
 
 	// masquerade.
 	{"exclude CIDR invalid", appendLines("masquerade:\n  excludeCIDRs: [192.168.0.0/16, x]\n"),

@@ -41,10 +41,11 @@ type fileKubernetes struct {
 }
 
 type fileMasquerade struct {
-	Enabled      *bool    `yaml:"enabled"`
-	ExcludeCIDRs []string `yaml:"excludeCIDRs"`
-	NATTableSize *int64   `yaml:"natTableSize"`
-	PortRange    string   `yaml:"portRange"`
+	Enabled      *bool           `yaml:"enabled"`
+	ExcludeCIDRs []string        `yaml:"excludeCIDRs"`
+	NATTableSize *int64          `yaml:"natTableSize"`
+	PortRange    string          `yaml:"portRange"`
+	Timeouts     fileNATTimeouts `yaml:"timeouts"`
 }
 
 type fileCNI struct {
@@ -60,11 +61,12 @@ var sections = map[string]struct {
 	typ  reflect.Type
 	name string
 }{
-	"config.fileConfig":     {reflect.TypeFor[fileConfig](), "the top level"},
-	"config.fileNode":       {reflect.TypeFor[fileNode](), "a nodes entry"},
-	"config.fileKubernetes": {reflect.TypeFor[fileKubernetes](), "kubernetes"},
-	"config.fileMasquerade": {reflect.TypeFor[fileMasquerade](), "masquerade"},
-	"config.fileCNI":        {reflect.TypeFor[fileCNI](), "cni"},
+	"config.fileConfig":      {reflect.TypeFor[fileConfig](), "the top level"},
+	"config.fileNode":        {reflect.TypeFor[fileNode](), "a nodes entry"},
+	"config.fileKubernetes":  {reflect.TypeFor[fileKubernetes](), "kubernetes"},
+	"config.fileMasquerade":  {reflect.TypeFor[fileMasquerade](), "masquerade"},
+	"config.fileNATTimeouts": {reflect.TypeFor[fileNATTimeouts](), "masquerade.timeouts"},
+	"config.fileCNI":         {reflect.TypeFor[fileCNI](), "cni"},
 }
 
 // decode parses data into a fileConfig, rejecting unknown fields. It returns

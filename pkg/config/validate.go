@@ -42,10 +42,10 @@ func validate(raw fileConfig) (*Config, []Problem) {
 		cfg.AttachMode = mode
 	}
 
-	cfg.Nodes = validateNodes(&ps, raw, cfg.ClusterCIDR, cfg.NodeIP)
 	if raw.Kubernetes != nil {
-		ps.add("kubernetes", "the kubernetes node source is not supported yet: "+
-			"remove the kubernetes section and list the nodes under nodes")
+		cfg.Kubernetes = validateKubernetes(&ps, raw)
+	} else {
+		cfg.Nodes = validateNodes(&ps, raw, cfg.ClusterCIDR, cfg.NodeIP)
 	}
 	cfg.Masquerade = validateMasquerade(&ps, raw.Masquerade)
 
@@ -74,7 +74,8 @@ func validate(raw fileConfig) (*Config, []Problem) {
 func validateNodes(ps *problems, raw fileConfig, cluster netip.Prefix, nodeIP netip.Addr) []Node {
 	if len(raw.Nodes) == 0 {
 		ps.add("nodes", "missing: list every node of the cluster, this one included, "+
-			"each with name, ip and podCIDR")
+			"each with name, ip and podCIDR, or add a kubernetes section to watch the "+
+			"cluster's Node objects (kubernetes: {} for in-cluster credentials)")
 		return nil
 	}
 
@@ -135,6 +136,22 @@ func validateNodes(ps *problems, raw fileConfig, cluster netip.Prefix, nodeIP ne
 	return nodes
 }
 
+// validateKubernetes checks the Kubernetes node source, which replaces the
+// static node list.
+func validateKubernetes(ps *problems, raw fileConfig) *Kubernetes {
+	if len(raw.Nodes) > 0 {
+		ps.add("nodes", "set together with kubernetes, but ferryd takes the nodes from one "+
+			"source: remove nodes to use the cluster's Node objects, or remove kubernetes "+
+			"to use the static list")
+	}
+	k := &Kubernetes{}
+	if raw.Kubernetes.Kubeconfig != "" {
+		k.Kubeconfig = absPath(ps, "kubernetes.kubeconfig", raw.Kubernetes.Kubeconfig,
+			"/var/lib/ferry/kubeconfig")
+	}
+	return k
+}
+
 // validatePodCIDR reports whether pod is a valid range inside cluster.
 func validatePodCIDR(ps *problems, field string, pod, cluster netip.Prefix) bool {
 	if !pod.IsValid() || !cluster.IsValid() {
@@ -181,6 +198,7 @@ func validateMasquerade(ps *problems, raw fileMasquerade) Masquerade {
 	if raw.PortRange != "" {
 		m.PortMin, m.PortMax = parsePortRange(ps, "masquerade.portRange", raw.PortRange)
 	}
+	m.Timeouts = validateNATTimeouts(ps, raw.Timeouts)
 	return m
 }
 

@@ -98,10 +98,15 @@ func attachTCX(prog *ebpf.Program, h hook) error {
 		return fmt.Errorf("load pinned link %s: %w", h.linkPin, err)
 	}
 
+	// ferry's programs end the hook's run: they pass, redirect or drop,
+	// and never hand a packet on to the next program. So ferry goes last,
+	// and the programs attached before it still see every packet. An update
+	// of the pinned link above keeps the place, after any number of starts.
 	l, err := link.AttachTCX(link.TCXOptions{
 		Interface: h.ifindex,
 		Program:   prog,
 		Attach:    h.dir.tcxType(),
+		Anchor:    link.Tail(),
 	})
 	if err != nil {
 		return fmt.Errorf("attach tcx %s on ifindex %d: %w", h.dir, h.ifindex, err)

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
 	"github.com/cilium/ebpf/link"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/containernetworking/plugins/pkg/testutils"
@@ -102,6 +103,58 @@ func (n *testNode) start(t *testing.T, mode AttachMode) AttachMode {
 	return used
 }
 
+// setUplink writes node settings that name the uplink, as ferryd does. Remove
+// finds the uplink's cls_bpf filters through them.
+func (n *testNode) setUplink(t *testing.T) {
+	t.Helper()
+	m, err := OpenMaps(n.dir)
+	if err != nil {
+		t.Fatalf("open maps: %v", err)
+	}
+	defer m.Close()
+	err = m.SetSettings(NodeSettings{
+		NodeIP:        testNodeIP,
+		PodCIDR:       testPodCIDR,
+		UplinkIfIndex: n.uplink,
+		NATPortMin:    testNATPortMin,
+		NATPortMax:    testNATPortMax,
+	})
+	if err != nil {
+		t.Fatalf("write node settings: %v", err)
+	}
+}
+
+// haveTCX reports whether the kernel attaches tcx links (Linux 6.6 and
+// later), by trying on the node's uplink.
+func (n *testNode) haveTCX(t *testing.T) bool {
+	t.Helper()
+	var supported bool
+	err := n.ns.Do(func(ns.NetNS) error {
+		prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+			Type:         ebpf.SchedCLS,
+			Instructions: asm.Instructions{asm.Mov.Imm(asm.R0, 0), asm.Return()},
+			License:      "GPL",
+		})
+		if err != nil {
+			return err
+		}
+		defer prog.Close()
+		supported = tcxSupported(prog, n.uplink)
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("probe tcx: %v", err)
+	}
+	return supported
+}
+
+func (n *testNode) requireTCX(t *testing.T) {
+	t.Helper()
+	if !n.haveTCX(t) {
+		t.Skip("skipping: the kernel has no tcx links (Linux 6.6 and later have them)")
+	}
+}
+
 func tcxPrograms(t *testing.T, n *testNode, ifindex int, attach ebpf.AttachType) int {
 	t.Helper()
 	var count int
@@ -142,6 +195,7 @@ func clsactFilters(t *testing.T, n *testNode, ifindex int, parent uint32) int {
 
 func TestAttachTCXIdempotent(t *testing.T) {
 	n := newTestNode(t)
+	n.requireTCX(t)
 	for i := 0; i < 3; i++ {
 		if used := n.start(t, AttachTCX); used != AttachTCX {
 			t.Fatalf("start %d attached in %s mode, want tcx", i, used)
@@ -174,13 +228,41 @@ func TestAttachClsactIdempotent(t *testing.T) {
 	if got := clsactFilters(t, n, n.podIf, netlink.HANDLE_MIN_INGRESS); got != 1 {
 		t.Errorf("pod veth has %d filters after 3 starts, want 1", got)
 	}
+	if !n.haveTCX(t) {
+		return
+	}
 	if got := tcxPrograms(t, n, n.uplink, ebpf.AttachTCXIngress); got != 0 {
 		t.Errorf("uplink ingress has %d tcx programs in clsact mode, want 0", got)
 	}
 }
 
+// TestAttachAutoWithoutTCX runs on kernels before 6.6, such as Debian 12's
+// 6.1 in the test VM: auto mode must fall back to cls_bpf filters on clsact.
+func TestAttachAutoWithoutTCX(t *testing.T) {
+	n := newTestNode(t)
+	if n.haveTCX(t) {
+		t.Skip("skipping: the kernel has tcx links")
+	}
+	for i := 0; i < 2; i++ {
+		if used := n.start(t, AttachAuto); used != AttachClsact {
+			t.Fatalf("start %d in auto mode attached in %s mode, want clsact", i, used)
+		}
+	}
+
+	if got := clsactFilters(t, n, n.uplink, netlink.HANDLE_MIN_INGRESS); got != 1 {
+		t.Errorf("uplink ingress has %d filters after 2 starts, want 1", got)
+	}
+	if got := clsactFilters(t, n, n.uplink, netlink.HANDLE_MIN_EGRESS); got != 1 {
+		t.Errorf("uplink egress has %d filters after 2 starts, want 1", got)
+	}
+	if got := clsactFilters(t, n, n.podIf, netlink.HANDLE_MIN_INGRESS); got != 1 {
+		t.Errorf("pod veth has %d filters after 2 starts, want 1", got)
+	}
+}
+
 func TestAttachModeSwitch(t *testing.T) {
 	n := newTestNode(t)
+	n.requireTCX(t)
 	n.start(t, AttachClsact)
 	n.start(t, AttachTCX)
 
@@ -211,13 +293,20 @@ func TestForeignFilterKept(t *testing.T) {
 	}
 
 	n.start(t, AttachClsact)
-	n.start(t, AttachTCX)
+	n.setUplink(t)
+	tcx := n.haveTCX(t)
+	if tcx {
+		n.start(t, AttachTCX)
+	}
 	if err := n.ns.Do(func(ns.NetNS) error { return Remove(n.dir) }); err != nil {
 		t.Fatalf("remove dataplane: %v", err)
 	}
 
 	if got := clsactFilters(t, n, n.uplink, netlink.HANDLE_MIN_INGRESS); got != 1 {
 		t.Errorf("uplink ingress has %d filters after ferry left, want the foreign one", got)
+	}
+	if !tcx {
+		return
 	}
 	if got := tcxPrograms(t, n, n.uplink, ebpf.AttachTCXIngress); got != 0 {
 		t.Errorf("uplink ingress has %d tcx programs after Remove, want 0", got)
@@ -226,6 +315,7 @@ func TestForeignFilterKept(t *testing.T) {
 
 func TestRemoveDeletesPins(t *testing.T) {
 	n := newTestNode(t)
+	n.requireTCX(t)
 	n.start(t, AttachTCX)
 	for _, name := range []string{"node_routes", "endpoints", "nat_table", "counters",
 		filepath.Join(progsDir, progFromPod), filepath.Join(linksDir, linkUplinkIngress)} {

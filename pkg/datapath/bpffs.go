@@ -84,8 +84,8 @@ func pinAtomically(path string, pin func(string) error) error {
 // Remove detaches ferry's uplink programs and deletes every object pinned
 // under dir, and the directory itself. It works in the calling thread's
 // network namespace, which must be the node's. Pod programs attached with tcx
-// are detached as their pins go; cls_bpf filters on pod veths leave with the
-// veths.
+// are detached as their pins go, and ferry's cls_bpf filters on the veths of
+// the endpoints are deleted.
 func Remove(dir string) error {
 	if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
 		return nil
@@ -98,6 +98,14 @@ func Remove(dir string) error {
 				if err := detachClsact(h); err != nil {
 					errs = append(errs, err)
 				}
+			}
+		}
+		// ferry's filters on the veths of pods that still exist; other
+		// software's filters there stay.
+		eps, _ := m.Endpoints()
+		for _, ep := range eps {
+			if err := detachClsact(hook{ifindex: ep.IfIndex, dir: ingress}); err != nil {
+				errs = append(errs, err)
 			}
 		}
 		m.Close()

@@ -27,9 +27,18 @@ type Datapath struct {
 	Dir string
 	Maps
 
+	// Migrations lists the pinned maps that Load replaced because their
+	// layout or size differed from this version's.
+	Migrations []MapMigration
+	// RemovedPins lists the pins under Dir that Load deleted because this
+	// version has no such object, such as the maps and programs of older
+	// names and the temporary pins of an interrupted start.
+	RemovedPins []string
+
 	fromPod       *ebpf.Program
 	uplinkIngress *ebpf.Program
 	uplinkEgress  *ebpf.Program
+	migrations    []*MapMigration
 }
 
 // Load loads ferry's programs, creates or reuses the maps pinned under dir
@@ -64,17 +73,34 @@ func Load(dir string, opts LoadOptions) (*Datapath, error) {
 		}
 	}
 
+	cache := btf.NewCache()
+	if err := checkKernel(cache, hostSpec, podSpec); err != nil {
+		return nil, fmt.Errorf("check kernel: %w", err)
+	}
+	// Maps pinned by an earlier version in another layout are converted
+	// and replaced first, so that loading reuses every pinned map.
+	migrations, err := adoptPinnedMaps(dir, hostSpec, podSpec)
+	if err != nil {
+		return nil, err
+	}
+	closeMigrations := func() {
+		for _, m := range migrations {
+			m.close()
+		}
+	}
 	collOpts := &ebpf.CollectionOptions{
 		Maps:  ebpf.MapOptions{PinPath: dir},
-		Cache: btf.NewCache(),
+		Cache: cache,
 	}
 	var host hostObjects
 	if err := hostSpec.LoadAndAssign(&host, collOpts); err != nil {
+		closeMigrations()
 		return nil, explainLoadError("host programs", dir, err)
 	}
 	var pod podObjects
 	if err := podSpec.LoadAndAssign(&pod, collOpts); err != nil {
 		host.Close()
+		closeMigrations()
 		return nil, explainLoadError("pod program", dir, err)
 	}
 	// The pod object shares the pinned maps; its own handles are not needed.
@@ -106,6 +132,15 @@ func Load(dir string, opts LoadOptions) (*Datapath, error) {
 			return nil, err
 		}
 	}
+	d.migrations = migrations
+	for _, m := range migrations {
+		d.Migrations = append(d.Migrations, m.report())
+	}
+	d.RemovedPins, err = removeStalePins(dir, hostSpec, podSpec)
+	if err != nil {
+		d.Close()
+		return nil, err
+	}
 	return d, nil
 }
 
@@ -115,15 +150,19 @@ func explainLoadError(what, dir string, err error) error {
 		return fmt.Errorf("load %s: the kernel verifier rejected it: %+v", what, verr)
 	}
 	if errors.Is(err, ebpf.ErrMapIncompatible) {
-		return fmt.Errorf("load %s: a map pinned under %s has another layout or size than "+
-			"this version needs; remove it (ferryd --remove) to start with empty maps: %w",
-			what, dir, err)
+		// Load converts incompatible pinned maps first: another process
+		// pinned one in between.
+		return fmt.Errorf("load %s: a map pinned under %s changed while ferryd started; "+
+			"stop other ferryd processes of this node and start again: %w", what, dir, err)
 	}
 	return fmt.Errorf("load %s: %w", what, err)
 }
 
 // Close releases the file descriptors. Pinned objects and attachments stay.
 func (d *Datapath) Close() error {
+	for _, m := range d.migrations {
+		m.close()
+	}
 	closeAll(d.fromPod, d.uplinkIngress, d.uplinkEgress)
 	return d.Maps.Close()
 }
