@@ -96,7 +96,11 @@ static __always_inline struct nat_entry *nat_create(struct __sk_buff *skb,
 	__u64 now = bpf_ktime_get_ns();
 	__be16 port = 0;
 	__u32 i;
-	long err;
+	/*
+	 * int, not long: on Debian 12's 6.1 kernel a failed update comes back as a
+	 * 32-bit error zero-extended to 64 bits, which a long never sees as -E2BIG.
+	 */
+	int err;
 	int claimed = 0;
 
 	in_val.addr = out_key->saddr;
