@@ -16,6 +16,9 @@ import (
 func TestFerryChecks(t *testing.T) {
 	for _, mode := range []string{"tcx", "clsact"} {
 		t.Run(mode, func(t *testing.T) {
+			if mode == "tcx" && !kernelAtLeast(6, 6) {
+				t.Skip("skipping: tcx links need Linux 6.6 or later")
+			}
 			l, opts := newFerryLab(t, lab.CheckNodes(), lab.FerryOptions{
 				AttachMode:  mode,
 				CloudRoutes: []string{"worker-0", "worker-2"},

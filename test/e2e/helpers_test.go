@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ferrynet/ferry/pkg/datapath"
 	"github.com/ferrynet/ferry/test/lab"
 )
@@ -126,4 +128,18 @@ func queryTCP(t *testing.T, ns *lab.Namespace, addr netip.AddrPort) netip.AddrPo
 		t.Fatalf("TCP to %s from %s: %v", addr, ns.NSName, err)
 	}
 	return peer
+}
+
+// kernelAtLeast reports whether the running kernel's release is major.minor or later.
+func kernelAtLeast(major, minor int) bool {
+	var uts unix.Utsname
+	if err := unix.Uname(&uts); err != nil {
+		return false
+	}
+	var gotMajor, gotMinor int
+	release := unix.ByteSliceToString(uts.Release[:])
+	if _, err := fmt.Sscanf(release, "%d.%d", &gotMajor, &gotMinor); err != nil {
+		return false
+	}
+	return gotMajor > major || (gotMajor == major && gotMinor >= minor)
 }
