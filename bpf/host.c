@@ -19,6 +19,7 @@ int ferry_uplink_ingress(struct __sk_buff *skb)
 	struct pkt p;
 	int rc;
 
+	set_hook(HOOK_UPLINK_INGRESS);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	cfg = load_config();
@@ -43,6 +44,7 @@ int ferry_uplink_egress(struct __sk_buff *skb)
 {
 	struct node_settings *cfg;
 
+	set_hook(HOOK_UPLINK_EGRESS);
 	if (skb->protocol != bpf_htons(ETH_P_IP))
 		return TC_ACT_OK;
 	cfg = load_config();

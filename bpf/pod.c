@@ -48,6 +48,7 @@ static __always_inline int handle_pod_ipv4(struct __sk_buff *skb)
 SEC("tc")
 int ferry_from_pod(struct __sk_buff *skb)
 {
+	set_hook(HOOK_FROM_POD);
 	switch (skb->protocol) {
 	case bpf_htons(ETH_P_IP):
 		return handle_pod_ipv4(skb);

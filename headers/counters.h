@@ -1,5 +1,8 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Per-CPU packet counters by reason. The names live in pkg/datapath/reasons.go. */
+/*
+ * Per-CPU packet counters by hook and reason. The names live in
+ * pkg/datapath/reasons.go.
+ */
 #ifndef FERRY_COUNTERS_H
 #define FERRY_COUNTERS_H
 
@@ -31,18 +34,54 @@ enum ferry_reason {
 	REASON_MAX = 32,
 };
 
+/* The TC hooks that count, in the order of the counters map's blocks. */
+enum ferry_hook {
+	HOOK_FROM_POD = 0,
+	HOOK_UPLINK_INGRESS = 1,
+	HOOK_UPLINK_EGRESS = 2,
+	HOOK_MAX = 3,
+};
+
+/* Key hook * REASON_MAX + reason: one block of reasons per hook. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__type(key, __u32);
 	__type(value, struct counter);
-	__uint(max_entries, REASON_MAX);
+	__uint(max_entries, HOOK_MAX * REASON_MAX);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } counters SEC(".maps");
 
+/*
+ * The hook of the program running on this CPU, set by each entry program. A
+ * TC program runs to its end without another TC program starting on the same
+ * CPU, so the value stays valid for the whole run.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__type(key, __u32);
+	__type(value, __u32);
+	__uint(max_entries, 1);
+} current_hook SEC(".maps");
+
+static __always_inline void set_hook(enum ferry_hook hook)
+{
+	__u32 zero = 0;
+	__u32 *slot = bpf_map_lookup_elem(&current_hook, &zero);
+
+	if (slot)
+		*slot = hook;
+}
+
 static __always_inline void count(struct __sk_buff *skb, enum ferry_reason reason)
 {
+	__u32 zero = 0;
+	__u32 *hook = bpf_map_lookup_elem(&current_hook, &zero);
 	__u32 key = reason;
-	struct counter *c = bpf_map_lookup_elem(&counters, &key);
+	struct counter *c;
+
+	if (hook && *hook < HOOK_MAX)
+		key += *hook * REASON_MAX;
+	c = bpf_map_lookup_elem(&counters, &key);
 
 	if (c) {
 		c->packets++;

@@ -89,8 +89,8 @@ func (a *Agent) Ready() error {
 	return nil
 }
 
-// Counters returns the dataplane's packet counters.
-func (a *Agent) Counters() ([]datapath.Counter, error) { return a.dp.Counters() }
+// CountersByHook returns the dataplane's packet counters by hook and reason.
+func (a *Agent) CountersByHook() ([]datapath.Counter, error) { return a.dp.CountersByHook() }
 
 // Usage returns the fill level of the dataplane's maps.
 func (a *Agent) Usage() ([]datapath.MapUsage, error) { return a.dp.Usage() }

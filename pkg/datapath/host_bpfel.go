@@ -80,6 +80,7 @@ type hostNodeSettings struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	hostMapCounters            = "counters"
+	hostMapCurrentHook         = "current_hook"
 	hostMapEndpoints           = "endpoints"
 	hostMapFragTable           = "frag_table"
 	hostMapMasqExclude         = "masq_exclude"
@@ -141,6 +142,7 @@ type hostProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type hostMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	CurrentHook *ebpf.MapSpec `ebpf:"current_hook"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	FragTable   *ebpf.MapSpec `ebpf:"frag_table"`
 	MasqExclude *ebpf.MapSpec `ebpf:"masq_exclude"`
@@ -176,6 +178,7 @@ func (o *hostObjects) Close() error {
 // It can be passed to loadHostObjects or ebpf.CollectionSpec.LoadAndAssign.
 type hostMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
+	CurrentHook *ebpf.Map `ebpf:"current_hook"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	FragTable   *ebpf.Map `ebpf:"frag_table"`
 	MasqExclude *ebpf.Map `ebpf:"masq_exclude"`
@@ -187,6 +190,7 @@ type hostMaps struct {
 func (m *hostMaps) Close() error {
 	return _HostClose(
 		m.Counters,
+		m.CurrentHook,
 		m.Endpoints,
 		m.FragTable,
 		m.MasqExclude,

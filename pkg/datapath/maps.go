@@ -274,30 +274,57 @@ func deleteStale[V any](mp *ebpf.Map, want map[hostLpmV4Key]V) error {
 	return nil
 }
 
-// Counter is the sum over all CPUs of one reason's counter.
+// Counter is the sum over all CPUs of one reason's counter, at one hook or,
+// from Counters, at all hooks.
 type Counter struct {
+	Hook    Hook
 	Reason  Reason
 	Packets uint64
 	Bytes   uint64
 }
 
-// Counters returns every reason's counter, zero ones included.
+// Counters returns every reason's counter summed over the hooks, zero ones
+// included; Hook is HookAll.
 func (m *Maps) Counters() ([]Counter, error) {
+	byHook, err := m.CountersByHook()
+	if err != nil {
+		return nil, err
+	}
 	var out []Counter
-	for r := Reason(0); r < reasonMax; r++ {
-		if _, ok := reasonNames[r]; !ok {
-			continue
+	index := map[Reason]int{}
+	for _, c := range byHook {
+		i, ok := index[c.Reason]
+		if !ok {
+			index[c.Reason] = len(out)
+			out = append(out, Counter{Hook: HookAll, Reason: c.Reason})
+			i = len(out) - 1
 		}
-		var perCPU []hostCounter
-		if err := m.counters.Lookup(uint32(r), &perCPU); err != nil {
-			return nil, fmt.Errorf("read counter %s: %w", r, err)
+		out[i].Packets += c.Packets
+		out[i].Bytes += c.Bytes
+	}
+	return out, nil
+}
+
+// CountersByHook returns the counter of every hook and reason, zero ones included.
+func (m *Maps) CountersByHook() ([]Counter, error) {
+	var out []Counter
+	for h := Hook(0); h < hookMax; h++ {
+		for r := Reason(0); r < reasonMax; r++ {
+			if _, ok := reasonNames[r]; !ok {
+				continue
+			}
+			var perCPU []hostCounter
+			key := uint32(h)*uint32(reasonMax) + uint32(r)
+			if err := m.counters.Lookup(key, &perCPU); err != nil {
+				return nil, fmt.Errorf("read counter %s at %s: %w", r, h, err)
+			}
+			c := Counter{Hook: h, Reason: r}
+			for _, v := range perCPU {
+				c.Packets += v.Packets
+				c.Bytes += v.Bytes
+			}
+			out = append(out, c)
 		}
-		c := Counter{Reason: r}
-		for _, v := range perCPU {
-			c.Packets += v.Packets
-			c.Bytes += v.Bytes
-		}
-		out = append(out, c)
 	}
 	return out, nil
 }

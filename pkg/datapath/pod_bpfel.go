@@ -17,6 +17,7 @@ import (
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	podMapCounters      = "counters"
+	podMapCurrentHook   = "current_hook"
 	podMapEndpoints     = "endpoints"
 	podMapMasqExclude   = "masq_exclude"
 	podMapNatTable      = "nat_table"
@@ -75,6 +76,7 @@ type podProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type podMapSpecs struct {
 	Counters    *ebpf.MapSpec `ebpf:"counters"`
+	CurrentHook *ebpf.MapSpec `ebpf:"current_hook"`
 	Endpoints   *ebpf.MapSpec `ebpf:"endpoints"`
 	MasqExclude *ebpf.MapSpec `ebpf:"masq_exclude"`
 	NatTable    *ebpf.MapSpec `ebpf:"nat_table"`
@@ -109,6 +111,7 @@ func (o *podObjects) Close() error {
 // It can be passed to loadPodObjects or ebpf.CollectionSpec.LoadAndAssign.
 type podMaps struct {
 	Counters    *ebpf.Map `ebpf:"counters"`
+	CurrentHook *ebpf.Map `ebpf:"current_hook"`
 	Endpoints   *ebpf.Map `ebpf:"endpoints"`
 	MasqExclude *ebpf.Map `ebpf:"masq_exclude"`
 	NatTable    *ebpf.Map `ebpf:"nat_table"`
@@ -119,6 +122,7 @@ type podMaps struct {
 func (m *podMaps) Close() error {
 	return _PodClose(
 		m.Counters,
+		m.CurrentHook,
 		m.Endpoints,
 		m.MasqExclude,
 		m.NatTable,

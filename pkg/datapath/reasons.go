@@ -66,3 +66,31 @@ func (r Reason) String() string {
 
 // IsDrop reports whether the reason counts dropped packets.
 func (r Reason) IsDrop() bool { return r >= firstDropReason }
+
+// Hook is a TC hook that counts packets, as enum ferry_hook in headers/counters.h.
+type Hook uint32
+
+// Hooks of ferry's programs. HookAll marks counters summed over the hooks.
+const (
+	HookFromPod       Hook = 0
+	HookUplinkIngress Hook = 1
+	HookUplinkEgress  Hook = 2
+	hookMax           Hook = 3
+	HookAll           Hook = 255
+)
+
+// String returns the hook's name as metrics label it.
+func (h Hook) String() string {
+	switch h {
+	case HookFromPod:
+		return "from-pod"
+	case HookUplinkIngress:
+		return "uplink-ingress"
+	case HookUplinkEgress:
+		return "uplink-egress"
+	case HookAll:
+		return "all"
+	default:
+		return "unknown"
+	}
+}

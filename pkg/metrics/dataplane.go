@@ -15,12 +15,12 @@ const (
 
 var (
 	packetsDesc = prometheus.NewDesc(namespace+"_datapath_packets_total",
-		"Packets that ferry's programs handled, by reason; dropped is true for drops. "+
-			"The counters are not split by hook.",
-		[]string{"reason", "dropped"}, nil)
+		"Packets that ferry's programs handled, by reason and hook; dropped is true for "+
+			"drops.",
+		[]string{"reason", "dropped", "hook"}, nil)
 	bytesDesc = prometheus.NewDesc(namespace+"_datapath_bytes_total",
 		"Bytes of the packets counted in ferry_datapath_packets_total.",
-		[]string{"reason", "dropped"}, nil)
+		[]string{"reason", "dropped", "hook"}, nil)
 	portRetriesDesc = prometheus.NewDesc(namespace+"_nat_port_retries_total",
 		"Ports tried for new masquerade mappings after the first one was taken.", nil, nil)
 	portFailuresDesc = prometheus.NewDesc(namespace+"_nat_port_allocation_failures_total",
@@ -73,27 +73,31 @@ func (c *dataplaneCollector) Collect(ch chan<- prometheus.Metric) {
 }
 
 func collectCounters(ch chan<- prometheus.Metric, dp Dataplane) {
-	counters, err := dp.Counters()
+	counters, err := dp.CountersByHook()
 	if err != nil {
 		ch <- prometheus.NewInvalidMetric(packetsDesc, err)
 		return
 	}
+	var retries, failures uint64
 	for _, ctr := range counters {
 		name := ctr.Reason.String()
 		dropped := strconv.FormatBool(ctr.Reason.IsDrop())
+		hook := ctr.Hook.String()
 		ch <- prometheus.MustNewConstMetric(packetsDesc, prometheus.CounterValue,
-			float64(ctr.Packets), name, dropped)
+			float64(ctr.Packets), name, dropped, hook)
 		ch <- prometheus.MustNewConstMetric(bytesDesc, prometheus.CounterValue,
-			float64(ctr.Bytes), name, dropped)
+			float64(ctr.Bytes), name, dropped, hook)
 		switch name {
 		case reasonPortRetry:
-			ch <- prometheus.MustNewConstMetric(portRetriesDesc, prometheus.CounterValue,
-				float64(ctr.Packets))
+			retries += ctr.Packets
 		case reasonPortFailed:
-			ch <- prometheus.MustNewConstMetric(portFailuresDesc, prometheus.CounterValue,
-				float64(ctr.Packets))
+			failures += ctr.Packets
 		}
 	}
+	ch <- prometheus.MustNewConstMetric(portRetriesDesc, prometheus.CounterValue,
+		float64(retries))
+	ch <- prometheus.MustNewConstMetric(portFailuresDesc, prometheus.CounterValue,
+		float64(failures))
 }
 
 func collectUsage(ch chan<- prometheus.Metric, dp Dataplane) {

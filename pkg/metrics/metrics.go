@@ -21,7 +21,7 @@ const namespace = "ferry"
 // Dataplane is what the collector reads at every scrape. The agent
 // implements it on the loaded dataplane.
 type Dataplane interface {
-	Counters() ([]datapath.Counter, error)
+	CountersByHook() ([]datapath.Counter, error)
 	Usage() ([]datapath.MapUsage, error)
 	Hooks() ([]datapath.HookState, datapath.PodHooks, error)
 }

@@ -136,10 +136,11 @@ func TestFerrydMetrics(t *testing.T) {
 
 	m := scrape(t, w0)
 	if v := requireSample(t, m,
-		`ferry_datapath_packets_total{dropped="false",reason="forward-remote"}`); v < 3 {
+		`ferry_datapath_packets_total{dropped="false",hook="from-pod",reason="forward-remote"}`); v < 3 {
 		t.Errorf("forward-remote packets = %v, want at least the 3 echo requests", v)
 	}
-	if v := requireSample(t, m, `ferry_datapath_packets_total{dropped="false",reason="snat"}`); v == 0 {
+	if v := requireSample(t, m,
+		`ferry_datapath_packets_total{dropped="false",hook="uplink-egress",reason="snat"}`); v == 0 {
 		t.Errorf("snat packets = 0 after a TCP connection to the internet host")
 	}
 	if v := requireSample(t, m, `ferry_nat_entries`); v < 2 {
