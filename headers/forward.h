@@ -56,7 +56,11 @@ static __always_inline int forward_remote(struct __sk_buff *skb, struct pkt *p,
 	fib.family = AF_INET;
 	fib.ipv4_src = p->ip->saddr;
 	fib.ipv4_dst = route->node_ip;
-	fib.tot_len = bpf_ntohs(p->ip->tot_len);
+	/*
+	 * tot_len stays zero: the helper then checks the skb against the egress
+	 * device's MTU segment by segment. With the IP header's length it would
+	 * compare a whole GSO packet of a TCP stream with the MTU and fail.
+	 */
 	fib.ifindex = cfg->uplink_ifindex;
 	ip_decrease_ttl(p->ip);
 
