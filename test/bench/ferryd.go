@@ -1,0 +1,106 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"time"
+)
+
+// Configurations of the ferryd memory case.
+const (
+	cfgNodesLab   = "3 nodes"
+	cfgNodesSome  = "1,003 nodes"
+	cfgNodesExtra = "5,003 nodes"
+)
+
+// ferrydNodeLists are the extra nodes of each configuration of the ferryd memory case:
+// none, 1,000 and the 5,000 of the node routes case, so that the figures show how memory
+// and start time grow with the node list.
+var ferrydNodeLists = []struct {
+	cfg   string
+	extra int
+}{{cfgNodesLab, 0}, {cfgNodesSome, 1000}, {cfgNodesExtra, extraNodes}}
+
+// Kinds of the ferryd memory case.
+const (
+	kindFerrydRSS   = "ferryd resident memory (VmRSS) after 3 s idle, MiB"
+	kindFerrydReady = "ferryd start until its CNI config is written, ms"
+	kindFerrydPeak  = "ferryd peak resident memory (VmHWM) after the rounds, MiB"
+)
+
+// ferrydRestarts is how many times ferryd starts with each node list.
+const ferrydRestarts = 3
+
+// ferrydIdle is how long ferryd runs before its memory is read: past the start, before its
+// first NAT expiry pass at 10 s.
+const ferrydIdle = 3 * time.Second
+
+// runFerrydMemory restarts ferryd on worker-2 of the ferry lab with each node list of
+// ferrydNodeLists in turn. It stores the time until ferryd is ready and its resident memory
+// once idle. worker-2 runs no pod of the bench.
+func (b *bench) runFerrydMemory(ctx context.Context) error {
+	n := b.ferry.lab.Node("worker-2")
+	// The lab's configuration is back at the end, also after a failed start.
+	defer func() {
+		if err := writeFerrydConfig(n, b.ferryOp, nil); err != nil {
+			log.Printf("bench: restore ferryd config of %s: %v", n.Name, err)
+			return
+		}
+		if _, err := n.RestartFerryd(ctx, b.binDir); err != nil {
+			log.Printf("bench: restart ferryd on %s with the lab's config: %v", n.Name, err)
+		}
+	}()
+
+	for i := range ferrydRestarts * len(ferrydNodeLists) {
+		list := ferrydNodeLists[i%len(ferrydNodeLists)]
+		cfg := list.cfg
+		lines := extraNodeLines(list.extra)
+		if err := writeFerrydConfig(n, b.ferryOp, lines); err != nil {
+			return err
+		}
+		n.StopFerryd()
+		// RestartFerryd returns once the CNI configuration exists, so the old one goes
+		// first. It polls every 50 ms, which bounds the resolution of the start time.
+		err := os.Remove(n.FerryConflistPath())
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("remove CNI config of %s: %w", n.Name, err)
+		}
+		start := time.Now()
+		p, err := n.RestartFerryd(ctx, b.binDir)
+		if err != nil {
+			b.fail(kindFerrydReady, "", cfg, err)
+			continue
+		}
+		b.res.add(kindFerrydReady, "", cfg, ms(time.Since(start)))
+
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(ferrydIdle):
+		}
+		rss, _, err := processRSS(p.PID)
+		if err != nil {
+			return err
+		}
+		b.res.add(kindFerrydRSS, "", cfg, float64(rss)/(1<<20))
+	}
+	return nil
+}
+
+// recordFerrydPeak stores the peak resident memory of worker-0's ferryd, which ran the
+// NAT expiry passes over the extra NAT entries during the rounds.
+func (b *bench) recordFerrydPeak() error {
+	p := b.ferry.lab.Node("worker-0").Ferryd()
+	if p == nil {
+		return fmt.Errorf("read ferryd memory on worker-0: ferryd is not running")
+	}
+	_, peak, err := processRSS(p.PID)
+	if err != nil {
+		return err
+	}
+	b.res.add(kindFerrydPeak, "", cfgFerry, float64(peak)/(1<<20))
+	return nil
+}
