@@ -12,13 +12,13 @@ enum ferry_reason {
 	REASON_FWD_LOCAL = 0,   /* delivered to a pod on this node */
 	REASON_FWD_REMOTE = 1,  /* sent to the node that owns the destination */
 	REASON_TO_STACK = 2,    /* handed to the kernel stack */
-	REASON_ARP_REPLY = 3,   /* ARP request of a pod answered */
+	REASON_ARP_REPLY = 3,   /* ARP request of a pod replied to */
 	REASON_SNAT = 4,        /* masqueraded on the way out */
 	REASON_REV_SNAT = 5,    /* reply translated back to the pod */
 	REASON_CT_STACK = 6,    /* kernel-NATed flow sent through the stack */
 	REASON_REV_SNAT_ICMP_ERROR = 7, /* ICMP error about a masqueraded flow translated back */
 	REASON_SNAT_ICMP_ERROR = 8,     /* ICMP error about a masqueraded flow sent out */
-	REASON_SNAT_NODE_PORT = 9,      /* node flow moved off a port that a mapping holds */
+	REASON_SNAT_NODE_PORT = 9,      /* node flow moved off a port that a mapping uses */
 	REASON_NAT_PORT_RETRY = 10,     /* a port after the first tried for a new mapping */
 	REASON_SNAT_FRAGMENT = 11,      /* later fragment masqueraded like its first fragment */
 	REASON_REV_SNAT_FRAGMENT = 12,  /* later fragment translated back like its first */

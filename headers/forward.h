@@ -13,7 +13,7 @@
 /*
  * Deliver an IPv4 packet to a local pod as a router would: new MACs, TTL
  * minus one, then straight into the pod's namespace. A packet whose TTL runs
- * out, or whose flow the kernel NATed, goes to the stack, which answers with
+ * out, or whose flow the kernel NATed, goes to the stack, which replies with
  * ICMP time exceeded or undoes its translation.
  */
 static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt *p,
@@ -35,7 +35,7 @@ static __always_inline int deliver_local(struct __sk_buff *skb, struct pkt *p,
 /*
  * Send a packet out of the uplink toward the node that owns its destination.
  * The FIB lookup targets the node's IP, not the pod's, so nodes on one L2
- * segment need no routes for pod ranges; other nodes are reached through
+ * segment need no routes for pod ranges. Other nodes are reached through
  * whatever gateway the kernel's routes name for the node IP.
  */
 static __always_inline int forward_remote(struct __sk_buff *skb, struct pkt *p,

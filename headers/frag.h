@@ -48,7 +48,7 @@ static __always_inline void frag_key_of(struct frag_key *key, const struct iphdr
 
 /*
  * Remember the address that the first fragment described by key got. The
- * key holds the fragment's header as it was before the translation, which
+ * key contains the fragment's header as it was before the translation, which
  * is how the later fragments arrive.
  */
 static __always_inline void frag_remember(const struct frag_key *key, __be32 addr)

@@ -30,7 +30,7 @@ static __always_inline int should_masquerade(const struct node_settings *cfg, co
 	return bpf_map_lookup_elem(&masq_exclude, &key) == NULL;
 }
 
-/* Report whether a mapping holds the node port of a node flow toward its remote end. */
+/* Report whether a mapping uses the node port of a node flow toward its remote end. */
 static __always_inline int node_port_taken(const struct node_settings *cfg,
 					   const struct nat_key *out_key)
 {
@@ -53,7 +53,7 @@ static __always_inline int icmp_type(struct __sk_buff *skb, struct pkt *p)
 /*
  * Translate a TCP or UDP packet or an ICMP echo request that leaves the
  * node, creating the flow's mapping when the packet may start one. A flow of
- * the node's own keeps its port unless a mapping holds it.
+ * the node's own keeps its port unless a mapping uses it.
  */
 static __always_inline int snat_flow(struct __sk_buff *skb, const struct node_settings *cfg,
 				     struct pkt *p, struct l4_ports *l4, int from_node)
@@ -96,7 +96,7 @@ static __always_inline int snat_flow(struct __sk_buff *skb, const struct node_se
 
 /*
  * Masquerade a packet leaving through the uplink: pod traffic to outside the
- * cluster, and node traffic whose port a mapping holds. Returns TC_ACT_OK,
+ * cluster, and node traffic whose port a mapping uses. Returns TC_ACT_OK,
  * or TC_ACT_SHOT for a counted drop.
  */
 static __always_inline int snat_egress(struct __sk_buff *skb, const struct node_settings *cfg)

@@ -98,7 +98,7 @@ static __always_inline struct nat_entry *nat_create(struct __sk_buff *skb,
 	__u32 i;
 	/*
 	 * int, not long: on Debian 12's 6.1 kernel a failed update comes back as a
-	 * 32-bit error zero-extended to 64 bits, which a long never sees as -E2BIG.
+	 * 32-bit error zero-extended to 64 bits, which a long never compares equal to -E2BIG.
 	 */
 	int err;
 	int claimed = 0;

@@ -6,7 +6,7 @@
 #include "counters.h"
 #include "packet.h"
 
-/* Where the translated port (or ICMP identifier) and the L4 checksum sit. */
+/* Offsets of the translated port (or ICMP identifier) and of the L4 checksum. */
 struct l4_ports {
 	__be16 sport;
 	__be16 dport;

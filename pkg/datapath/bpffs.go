@@ -29,7 +29,7 @@ const (
 // ErrNotLoaded is returned when the bpffs directory holds no loaded dataplane.
 var ErrNotLoaded = errors.New("ferry dataplane is not loaded")
 
-// defaultBPFFS is where systemd mounts the BPF filesystem.
+// defaultBPFFS is the mount point of the BPF filesystem on systemd hosts.
 const defaultBPFFS = "/sys/fs/bpf"
 
 // ensureBPFFS creates dir and mounts a bpffs there unless it already sits on

@@ -5,7 +5,7 @@ import (
 	"time"
 )
 
-// NATDirection tells which way a NAT entry translates.
+// NATDirection is the way a NAT entry translates.
 type NATDirection uint8
 
 // Directions of NAT entries, as enum nat_dir in headers/ferry.h.

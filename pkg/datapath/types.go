@@ -18,7 +18,7 @@ type Endpoint struct {
 	IP      netip.Addr
 	IfIndex int              // host side of the pod's veth
 	PodMAC  net.HardwareAddr // the pod's interface
-	HostMAC net.HardwareAddr // the host side, which answers for the pod's gateway
+	HostMAC net.HardwareAddr // the host side, which replies to ARP for the pod's gateway
 }
 
 // NodeRoute maps a remote node's pod range to the node's IP.

@@ -18,7 +18,7 @@ import (
 
 const namespace = "ferry"
 
-// Dataplane is what the collector reads at every scrape. The agent
+// Dataplane is the source of the values that the collector reads at every scrape. The agent
 // implements it on the loaded dataplane.
 type Dataplane interface {
 	CountersByHook() ([]datapath.Counter, error)
@@ -122,8 +122,8 @@ func (m *Metrics) SetNodes(routed, skipped int) {
 	m.nodes.WithLabelValues("skipped").Set(float64(skipped))
 }
 
-// Handler serves /metrics, /healthz and /readyz. /healthz answers 200 while
-// the process serves. /readyz answers 200 when ready returns nil and 503
+// Handler serves /metrics, /healthz and /readyz. /healthz returns 200 while
+// the process serves. /readyz returns 200 when ready returns nil and 503
 // with the error otherwise.
 func (m *Metrics) Handler(ready func() error) http.Handler {
 	mux := http.NewServeMux()
