@@ -3,10 +3,10 @@ package containerd_test
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/ferrynet/ferry/test/lab"
 )
 
 // binDir contains ferry, ferryd, ferryctl and pause, built from this checkout by TestMain.
@@ -37,39 +37,9 @@ func run(m *testing.M) int {
 
 // buildBinaries builds ferry's commands and the static pause program into dir.
 func buildBinaries(dir string) error {
-	root, err := moduleRoot()
-	if err != nil {
+	if err := lab.GoBuild(dir+"/", nil, "./cmd/ferry", "./cmd/ferryd", "./cmd/ferryctl"); err != nil {
 		return err
 	}
-	builds := []struct {
-		args []string
-		env  []string
-	}{
-		{args: []string{"build", "-o", dir + "/", "./cmd/ferry", "./cmd/ferryd", "./cmd/ferryctl"}},
-		{
-			args: []string{"build", "-o", filepath.Join(dir, "pause"), "./test/containerd/pause"},
-			env:  []string{"CGO_ENABLED=0"},
-		},
-	}
-	for _, b := range builds {
-		cmd := exec.Command("go", b.args...)
-		cmd.Dir = root
-		cmd.Env = append(os.Environ(), b.env...)
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return fmt.Errorf("go %s: %w\n%s", strings.Join(b.args, " "), err, out)
-		}
-	}
-	return nil
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find module root: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("find module root: not inside the ferry module")
-	}
-	return filepath.Dir(gomod), nil
+	return lab.GoBuild(filepath.Join(dir, "pause"), []string{"CGO_ENABLED=0"},
+		"./test/containerd/pause")
 }

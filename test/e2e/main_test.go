@@ -5,10 +5,10 @@ package e2e
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/ferrynet/ferry/test/lab"
 )
 
 // binDir contains ferry, ferryd and ferryctl: those of $FERRY_BIN_DIR when it is set, as in
@@ -64,28 +64,5 @@ func checkBinaries(dir string) error {
 }
 
 func buildBinaries(dir string) error {
-	root, err := moduleRoot()
-	if err != nil {
-		return err
-	}
-	cmd := exec.Command("go", "build", "-o", dir+"/", "./cmd/ferry", "./cmd/ferryd",
-		"./cmd/ferryctl")
-	cmd.Dir = root
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("build ferry binaries: %w\n%s", err, out)
-	}
-	return nil
-}
-
-func moduleRoot() (string, error) {
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		return "", fmt.Errorf("find module root: %w", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		return "", fmt.Errorf("find module root: not inside the ferry module")
-	}
-	return filepath.Dir(gomod), nil
+	return lab.GoBuild(dir+"/", nil, "./cmd/ferry", "./cmd/ferryd", "./cmd/ferryctl")
 }

@@ -12,7 +12,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -272,7 +271,7 @@ func TestNAT(t *testing.T) {
 	})
 }
 
-// queryPeer asks a peer reporter which source it saw.
+// queryPeer returns the source address that a peer reporter saw.
 func queryPeer(t *testing.T, ns *lab.Namespace, network string,
 	addr netip.AddrPort) netip.AddrPort {
 	t.Helper()
@@ -511,7 +510,7 @@ func testPortUnreachable(t *testing.T, pod *lab.Pod) {
 var hopPattern = regexp.MustCompile(`(?m)^\s*(\d+)\s+(\S+)`)
 
 // testTraceroute traces the route from the pod to the internet host and
-// requires every hop to answer: the node, the vpc router and the host.
+// requires a reply from every hop: the node, the vpc router and the host.
 func testTraceroute(t *testing.T, pod *lab.Pod, method string) {
 	args := []string{"traceroute", "-n", "-q", "1", "-w", "2", "-m", "6"}
 	if method == "icmp" {
@@ -749,15 +748,9 @@ const manyConnections = 10000
 // as a process of its own: the test process keeps the client ends only.
 func startEchoServer(t *testing.T, l *lab.Lab, addr netip.AddrPort) {
 	t.Helper()
-	root, err := moduleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
 	bin := filepath.Join(t.TempDir(), "echoserver")
-	build := exec.Command("go", "build", "-o", bin, "./test/lab/cmd/echoserver")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build echoserver: %v\n%s", err, out)
+	if err := lab.GoBuild(bin, nil, "./test/lab/cmd/echoserver"); err != nil {
+		t.Fatalf("build echoserver: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -777,7 +770,7 @@ func startEchoServer(t *testing.T, l *lab.Lab, addr netip.AddrPort) {
 }
 
 // testManyConnections opens 10,000 connections from the pods to one server,
-// holds them all open, and requires every one to answer with a source of its
+// holds them all open, and requires a reply on every one with a source of its
 // own at the node IP.
 func testManyConnections(t *testing.T, l *lab.Lab, node *lab.Node, pods []*lab.Pod) {
 	startEchoServer(t, l, extManyEcho)
@@ -829,7 +822,7 @@ func testManyConnections(t *testing.T, l *lab.Lab, node *lab.Node, pods []*lab.P
 			manyConnections, failures[0])
 	}
 
-	// Every connection is open now; each asks for the source the server sees.
+	// Every connection is open now; each requests the source the server sees.
 	sources := make([]string, len(conns))
 	errs := make([]error, len(conns))
 	sem := make(chan struct{}, 256)
@@ -872,7 +865,7 @@ func testManyConnections(t *testing.T, l *lab.Lab, node *lab.Node, pods []*lab.P
 	}
 }
 
-// askSource sends a line to an echoserver and returns its answer, the
+// askSource sends a line to an echoserver and returns its reply, the
 // connection's source address as the server saw it.
 func askSource(c *net.TCPConn) (string, error) {
 	c.SetDeadline(time.Now().Add(30 * time.Second))
@@ -881,7 +874,7 @@ func askSource(c *net.TCPConn) (string, error) {
 	}
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
-		return "", fmt.Errorf("read answer: %w", err)
+		return "", fmt.Errorf("read reply: %w", err)
 	}
 	return strings.TrimSpace(line), nil
 }

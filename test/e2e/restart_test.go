@@ -145,7 +145,7 @@ func TestFerrydRestartsLoseNothing(t *testing.T) {
 func buildUpgrade(t *testing.T) string {
 	t.Helper()
 	lab.SkipUnlessPrivileged(t)
-	root, err := moduleRoot()
+	root, err := lab.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
