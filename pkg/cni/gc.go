@@ -12,7 +12,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/skel"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/vishvananda/netlink"
@@ -216,19 +215,10 @@ func (p *Plugin) releaseStale(ctx context.Context, conf *NetConf, stdin []byte,
 
 // ipamDelAttachment runs IPAM DEL for an attachment other than the one in the environment.
 func ipamDelAttachment(ctx context.Context, conf *NetConf, stdin []byte, a attachment) error {
-	cniPath := os.Getenv("CNI_PATH")
-	path, err := invoke.FindInPath(conf.IPAM.Type, filepath.SplitList(cniPath))
-	if err != nil {
-		return fmt.Errorf("find IPAM plugin: %w", err)
-	}
-	args := &invoke.Args{
-		Command:     "DEL",
-		ContainerID: a.containerID,
-		IfName:      a.ifName,
-		Path:        cniPath,
-	}
-	err = callIPAM(ctx, conf, stdin, "0.1.0", func(netconf []byte) error {
-		return invoke.ExecPluginWithoutResult(ctx, path, netconf, args, nil)
+	// The attachment's namespace and arguments are unknown; DEL needs neither.
+	err := callIPAM(ctx, conf, stdin, "0.1.0", func(netconf []byte) error {
+		return delegate(ctx, conf.IPAM.Type, "DEL", netconf, "CNI_CONTAINERID="+a.containerID,
+			"CNI_IFNAME="+a.ifName, "CNI_NETNS=", "CNI_ARGS=")
 	})
 	if err != nil {
 		return fmt.Errorf("release address of container %s interface %s with IPAM plugin "+

@@ -5,10 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 
-	"github.com/containernetworking/cni/pkg/invoke"
 	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
@@ -20,18 +17,14 @@ import (
 
 // ipamAdd allocates the pod's addresses with the IPAM plugin.
 func ipamAdd(ctx context.Context, conf *NetConf, stdin []byte) (*current.Result, error) {
-	var raw types.Result
+	var result *current.Result
 	err := callIPAM(ctx, conf, stdin, "0.1.0", func(netconf []byte) error {
 		var err error
-		raw, err = invoke.DelegateAdd(ctx, conf.IPAM.Type, netconf, nil)
+		result, err = delegateAdd(ctx, conf.IPAM.Type, netconf)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("allocate address with IPAM plugin %s: %w", conf.IPAM.Type, err)
-	}
-	result, err := current.NewResultFromResult(raw)
-	if err != nil {
-		return nil, fmt.Errorf("convert result of IPAM plugin %s: %w", conf.IPAM.Type, err)
 	}
 	return result, nil
 }
@@ -39,7 +32,7 @@ func ipamAdd(ctx context.Context, conf *NetConf, stdin []byte) (*current.Result,
 // ipamDel releases the addresses of the container and interface in stdin's environment.
 func ipamDel(ctx context.Context, conf *NetConf, stdin []byte) error {
 	err := callIPAM(ctx, conf, stdin, "0.1.0", func(netconf []byte) error {
-		return invoke.DelegateDel(ctx, conf.IPAM.Type, netconf, nil)
+		return delegate(ctx, conf.IPAM.Type, "DEL", netconf)
 	})
 	if err != nil {
 		return fmt.Errorf("release address with IPAM plugin %s: %w", conf.IPAM.Type, err)
@@ -50,7 +43,7 @@ func ipamDel(ctx context.Context, conf *NetConf, stdin []byte) error {
 // ipamCheck has the IPAM plugin check the addresses of the ADD result in stdin.
 func ipamCheck(ctx context.Context, conf *NetConf, stdin []byte) error {
 	err := callIPAM(ctx, conf, stdin, "0.4.0", func(netconf []byte) error {
-		return invoke.DelegateCheck(ctx, conf.IPAM.Type, netconf, nil)
+		return delegate(ctx, conf.IPAM.Type, "CHECK", netconf)
 	})
 	if err != nil {
 		return fmt.Errorf("check address with IPAM plugin %s: %w", conf.IPAM.Type, err)
@@ -62,7 +55,7 @@ func ipamCheck(ctx context.Context, conf *NetConf, stdin []byte) error {
 // error wrapping errIPAMTooOld when the plugin predates STATUS.
 func ipamStatus(ctx context.Context, conf *NetConf, stdin []byte) error {
 	err := callNewIPAM(ctx, conf, stdin, func(netconf []byte) error {
-		return invoke.DelegateStatus(ctx, conf.IPAM.Type, netconf, nil)
+		return delegate(ctx, conf.IPAM.Type, "STATUS", netconf)
 	})
 	if err != nil {
 		return fmt.Errorf("read status of IPAM plugin %s: %w", conf.IPAM.Type, err)
@@ -74,7 +67,7 @@ func ipamStatus(ctx context.Context, conf *NetConf, stdin []byte) error {
 // as valid. It returns an error wrapping errIPAMTooOld when the plugin predates GC.
 func ipamGC(ctx context.Context, conf *NetConf, stdin []byte) error {
 	err := callNewIPAM(ctx, conf, stdin, func(netconf []byte) error {
-		return invoke.DelegateGC(ctx, conf.IPAM.Type, netconf, nil)
+		return delegate(ctx, conf.IPAM.Type, "GC", netconf)
 	})
 	if err != nil {
 		return fmt.Errorf("collect garbage with IPAM plugin %s: %w", conf.IPAM.Type, err)
@@ -94,9 +87,17 @@ var errIPAMTooOld = errors.New("the IPAM plugin does not support the command's C
 // error wrapping errIPAMTooOld when no version fits.
 func callIPAM(ctx context.Context, conf *NetConf, stdin []byte, minVersion string,
 	call func(netconf []byte) error) error {
+	if conf.CNIVersion == sameCommandsAs {
+		netconf, err := setCNIVersion(stdin, conf.CNIVersion, sameCommandsVersion)
+		if err != nil {
+			return err
+		}
+		if err := call(netconf); !incompatibleVersion(err) {
+			return err
+		}
+	}
 	err := call(stdin)
-	var cniErr *types.Error
-	if !errors.As(err, &cniErr) || cniErr.Code != types.ErrIncompatibleCNIVersion {
+	if !incompatibleVersion(err) {
 		return err
 	}
 
@@ -113,6 +114,20 @@ func callIPAM(ctx context.Context, conf *NetConf, stdin []byte, minVersion strin
 		return errors.Join(err, rerr)
 	}
 	return call(netconf)
+}
+
+// CNI 1.1.0 added STATUS and GC and left ADD, DEL and CHECK and their results as they were in
+// 1.0.0. For those three commands callIPAM first sends a 1.1.0 configuration as 1.0.0, which
+// IPAM plugins released before 1.1.0 accept too: each ADD then runs the IPAM plugin once
+// instead of three times (the rejected call, VERSION and the repeated call).
+const (
+	sameCommandsAs      = "1.1.0"
+	sameCommandsVersion = "1.0.0"
+)
+
+func incompatibleVersion(err error) bool {
+	var cniErr *types.Error
+	return errors.As(err, &cniErr) && cniErr.Code == types.ErrIncompatibleCNIVersion
 }
 
 // callNewIPAM runs call, a command that CNI 1.1.0 introduced, when the IPAM plugin supports
@@ -134,15 +149,7 @@ func callNewIPAM(ctx context.Context, conf *NetConf, stdin []byte,
 }
 
 func ipamVersionInfo(ctx context.Context, conf *NetConf) (version.PluginInfo, error) {
-	path, err := invoke.FindInPath(conf.IPAM.Type, filepath.SplitList(os.Getenv("CNI_PATH")))
-	if err != nil {
-		return nil, fmt.Errorf("find IPAM plugin: %w", err)
-	}
-	info, err := invoke.GetVersionInfo(ctx, path, nil)
-	if err != nil {
-		return nil, fmt.Errorf("read supported versions of IPAM plugin %s: %w", path, err)
-	}
-	return info, nil
+	return pluginVersions(ctx, conf.IPAM.Type)
 }
 
 // olderIPAMVersion returns the newest CNI version that the IPAM plugin supports below the

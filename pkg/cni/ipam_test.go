@@ -82,7 +82,34 @@ func TestIPAMVersionFallback(t *testing.T) {
 	if len(result.IPs) != 1 || result.IPs[0].Address.String() != "10.200.0.2/24" {
 		t.Errorf("result IPs %v, want 10.200.0.2/24", result.IPs)
 	}
-	want := []string{"ADD_1.1.0", "VERSION_1.1.0", "ADD_1.0.0"}
+	// A 1.1.0 ADD reaches a plugin of 1.0.0 as 1.0.0 on the first call.
+	want := []string{"ADD_1.0.0"}
+	if got := readCalls(t, logPath); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("calls %v, want %v", got, want)
+	}
+}
+
+func TestIPAMVersionFallbackBelow100(t *testing.T) {
+	logPath := setUpFakeIPAM(t, `"0.3.1","0.4.0"`)
+	conf, stdin := fakeConf(t, "1.1.0", "")
+
+	if _, err := ipamAdd(context.Background(), conf, stdin); err != nil {
+		t.Fatalf("ipamAdd: %v", err)
+	}
+	want := []string{"ADD_1.0.0", "ADD_1.1.0", "VERSION_1.1.0", "ADD_0.4.0"}
+	if got := readCalls(t, logPath); strings.Join(got, " ") != strings.Join(want, " ") {
+		t.Errorf("calls %v, want %v", got, want)
+	}
+}
+
+func TestIPAMOnly110(t *testing.T) {
+	logPath := setUpFakeIPAM(t, `"1.1.0"`)
+	conf, stdin := fakeConf(t, "1.1.0", "")
+
+	if _, err := ipamAdd(context.Background(), conf, stdin); err != nil {
+		t.Fatalf("ipamAdd: %v", err)
+	}
+	want := []string{"ADD_1.0.0", "ADD_1.1.0"}
 	if got := readCalls(t, logPath); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("calls %v, want %v", got, want)
 	}
@@ -119,8 +146,8 @@ func TestIPAMNoFallbackWhenSupported(t *testing.T) {
 	if _, err := ipamAdd(context.Background(), conf, stdin); err != nil {
 		t.Fatalf("ipamAdd: %v", err)
 	}
-	if got := readCalls(t, logPath); len(got) != 1 || got[0] != "ADD_1.1.0" {
-		t.Errorf("calls %v, want [ADD_1.1.0]", got)
+	if got := readCalls(t, logPath); len(got) != 1 || got[0] != "ADD_1.0.0" {
+		t.Errorf("calls %v, want [ADD_1.0.0]", got)
 	}
 }
 
