@@ -20,8 +20,10 @@
 
 /* node_config.flags */
 #define FERRY_F_MASQUERADE (1U << 0)
-/* Pod programs are attached as cls_bpf filters: read by the CNI plugin, not by BPF. */
-#define FERRY_F_ATTACH_CLSACT (1U << 1)
+/* How the programs are attached, read by the CNI plugin and ferryctl, not by BPF: the pod
+ * programs as cls_bpf filters (otherwise tcx links), the uplink programs likewise. */
+#define FERRY_F_POD_CLSACT (1U << 1)
+#define FERRY_F_UPLINK_CLSACT (1U << 2)
 
 /* Key of the LPM trie maps: prefixlen counts the leading bits of addr that match. */
 struct lpm_v4_key {

@@ -30,6 +30,7 @@ type status struct {
 	UplinkIfIndex        int    `json:"uplinkIfindex"`
 	UplinkIfName         string `json:"uplinkIfname"`
 	AttachMode           string `json:"attachMode"`
+	PodAttachMode        string `json:"podAttachMode"`
 	Masquerade           bool   `json:"masquerade"`
 	NATPortMin           uint16 `json:"natPortMin"`
 	NATPortMax           uint16 `json:"natPortMax"`
@@ -92,15 +93,13 @@ func statusView(m *datapath.Maps, dir string) (view, error) {
 		PodCIDR:       s.PodCIDR.String(),
 		UplinkIfIndex: s.UplinkIfIndex,
 		UplinkIfName:  ifName(s.UplinkIfIndex),
-		AttachMode:    string(datapath.AttachTCX),
+		AttachMode:    string(s.UplinkAttachMode()),
+		PodAttachMode: string(s.PodAttachMode()),
 		Masquerade:    s.Masquerade,
 		NATPortMin:    s.NATPortMin,
 		NATPortMax:    s.NATPortMax,
 		NATCapacity:   m.NATCapacity(),
 		PodsMissing:   []string{},
-	}
-	if s.Clsact {
-		st.AttachMode = string(datapath.AttachClsact)
 	}
 	if err := st.readMaps(m, dir); err != nil {
 		return nil, err
@@ -181,7 +180,8 @@ func (st *status) rows() [][]string {
 		rows = append(rows, []string{strings.ToUpper(strings.ReplaceAll(h.Hook, "_", " ")),
 			describeHook(h)})
 	}
-	pods := fmt.Sprintf("%d of %d attached", st.PodsAttached, st.Endpoints)
+	pods := fmt.Sprintf("%d of %d attached (%s)", st.PodsAttached, st.Endpoints,
+		st.PodAttachMode)
 	if len(st.PodsMissing) > 0 {
 		pods += ", missing on " + strings.Join(st.PodsMissing, " ")
 	}

@@ -21,7 +21,7 @@ func TestStatusOutput(t *testing.T) {
 		{"ATTACH MODE", "tcx"},
 		{"UPLINK INGRESS", "not attached, 0 other programs"},
 		{"UPLINK EGRESS", "not attached, 0 other programs"},
-		{"POD PROGRAMS", "0 of 2 attached, missing on 10.200.0.5 10.200.0.9"},
+		{"POD PROGRAMS", "0 of 2 attached (tcx), missing on 10.200.0.5 10.200.0.9"},
 		{"MASQUERADE", "enabled, ports 32768-65535"},
 		{"NODE ROUTES", "2 of 16384 (0.0%)"},
 		{"MASQUERADE EXCLUSIONS", "1 of 20480 (0.0%)"},

@@ -9,7 +9,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -18,7 +17,6 @@ import (
 	"sync/atomic"
 
 	"github.com/containernetworking/plugins/pkg/ns"
-	"github.com/vishvananda/netlink"
 
 	"github.com/ferrynet/ferry/pkg/config"
 	"github.com/ferrynet/ferry/pkg/datapath"
@@ -36,10 +34,12 @@ type Agent struct {
 	// node source provides.
 	cfg  *config.Config
 	node nodeInfo
-	// mode is the attach mode in use: tcx or clsact, never auto.
-	mode   datapath.AttachMode
-	dp     *datapath.Datapath
-	source nodesource.Source
+	// mode and podMode are the attach modes in use on the uplink and on pod
+	// veths: tcx or clsact, never auto.
+	mode    datapath.AttachMode
+	podMode datapath.AttachMode
+	dp      *datapath.Datapath
+	source  nodesource.Source
 	// metrics is nil when the agent runs without a metrics listener.
 	metrics *metrics.Metrics
 	// netns is the node's network namespace, which the metrics handlers
@@ -119,16 +119,20 @@ func logLoad(log *slog.Logger, dp *datapath.Datapath) {
 
 func (a *Agent) start() error {
 	prev, err := a.dp.Settings()
-	hadSettings := err == nil
-	clsact := a.cfg.AttachMode == datapath.AttachClsact ||
-		a.cfg.AttachMode == datapath.AttachAuto && hadSettings && prev.Clsact
+	// In auto mode a kernel without tcx keeps clsact: start with the mode of
+	// the previous start, which AttachUplink then confirms or corrects.
+	guess := datapath.AttachTCX
+	if a.cfg.AttachMode == datapath.AttachClsact ||
+		a.cfg.AttachMode == datapath.AttachAuto && err == nil && prev.UplinkClsact {
+		guess = datapath.AttachClsact
+	}
 
 	// The maps are complete before the programs are attached, so that a first
 	// attachment never forwards with a partial state.
 	if err := a.syncMaps(a.cfg); err != nil {
 		return err
 	}
-	if err := a.writeSettings(a.cfg, clsact); err != nil {
+	if err := a.writeSettings(a.cfg, guess, a.podModeFor(guess)); err != nil {
 		return err
 	}
 
@@ -136,20 +140,23 @@ func (a *Agent) start() error {
 	if err != nil {
 		return fmt.Errorf("attach uplink programs to %s: %w", a.node.Device, err)
 	}
-	a.mode = mode
+	a.mode, a.podMode = mode, a.podModeFor(mode)
 	a.log.Info("attached uplink programs", "device", a.node.Device, "ifindex", a.node.IfIndex,
 		"attach_mode", mode)
-	if (mode == datapath.AttachClsact) != clsact {
-		if err := a.writeSettings(a.cfg, !clsact); err != nil {
+	if mode != guess {
+		if err := a.writeSettings(a.cfg, a.mode, a.podMode); err != nil {
 			return err
 		}
+	}
+	if a.podMode != a.cfg.PodAttachMode {
+		a.log.Warn("pod programs attached with cls_bpf: the kernel has no tcx",
+			"pod_attach_mode", a.podMode)
 	}
 
 	// A pod that the update misses keeps its old program and still forwards,
 	// so the node goes on to become ready.
-	modeChanged := hadSettings && prev.Clsact != (mode == datapath.AttachClsact)
-	if err := a.updatePods(modeChanged); err != nil {
-		a.log.Error("update pod programs failed", "error", err)
+	if err := a.dp.UpdatePods(a.podMode); err != nil {
+		a.log.Error("update pod programs failed", "pod_attach_mode", a.podMode, "error", err)
 	}
 	a.removeStale()
 
@@ -165,8 +172,17 @@ func (a *Agent) start() error {
 	a.ready.Store(true)
 	a.updateNodeMetrics()
 	a.log.Info("ready", "node", a.cfg.NodeName, "remote_nodes", len(a.cfg.RemoteNodes()),
-		"attach_mode", a.mode, "node_source", a.source.Name())
+		"attach_mode", a.mode, "pod_attach_mode", a.podMode, "node_source", a.source.Name())
 	return nil
+}
+
+// podModeFor returns the pod attach mode with the uplink in mode: the
+// configured one, or clsact when the uplink has no tcx.
+func (a *Agent) podModeFor(uplink datapath.AttachMode) datapath.AttachMode {
+	if uplink == datapath.AttachClsact {
+		return datapath.AttachClsact
+	}
+	return a.cfg.PodAttachMode
 }
 
 // removeStale detaches the links that no longer serve, such as those of
@@ -189,39 +205,6 @@ func (a *Agent) removeStale() {
 		return
 	}
 	a.log.Info("map conversion finished", "late_entries", added)
-}
-
-// updatePods moves the attached pod programs to the loaded one. After a
-// change between tcx and clsact, it attaches every pod anew in the new mode,
-// which also removes the attachment of the old mode.
-func (a *Agent) updatePods(modeChanged bool) error {
-	if !modeChanged {
-		if err := a.dp.UpdatePods(a.mode); err != nil {
-			return fmt.Errorf("update pod programs: %w", err)
-		}
-		return nil
-	}
-	eps, err := a.dp.Endpoints()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, ep := range eps {
-		link, err := netlink.LinkByIndex(ep.IfIndex)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("find host interface %d of pod %s: %w",
-				ep.IfIndex, ep.IP, err))
-			continue
-		}
-		name := link.Attrs().Name
-		if err := datapath.AttachPod(a.dp.Dir, name, ep.IfIndex, a.mode); err != nil {
-			errs = append(errs, fmt.Errorf("attach pod program to %s: %w", name, err))
-		}
-	}
-	if len(eps) > 0 {
-		a.log.Info("moved pods to the new attach mode", "pods", len(eps), "attach_mode", a.mode)
-	}
-	return errors.Join(errs...)
 }
 
 // syncRoutes installs a kernel route to each remote pod range whose node is
@@ -261,8 +244,11 @@ func (a *Agent) writeCNIConfig(cfg *config.Config) error {
 	return nil
 }
 
-// AttachMode returns the attach mode in use, tcx or clsact.
+// AttachMode returns the attach mode in use on the uplink, tcx or clsact.
 func (a *Agent) AttachMode() datapath.AttachMode { return a.mode }
+
+// PodAttachMode returns the attach mode in use on pod veths, tcx or clsact.
+func (a *Agent) PodAttachMode() datapath.AttachMode { return a.podMode }
 
 // Close releases the dataplane's file descriptors. The pinned dataplane stays
 // attached and keeps forwarding.

@@ -38,7 +38,8 @@ func TestStartFillsMaps(t *testing.T) {
 		Masquerade:    true,
 		NATPortMin:    40000,
 		NATPortMax:    50000,
-		Clsact:        false,
+		UplinkClsact:  false,
+		PodClsact:     true,
 	}
 	if settings != want {
 		t.Errorf("settings = %+v, want %+v", settings, want)
@@ -290,8 +291,8 @@ func TestRestartKeepsOnePerHook(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if wantClsact := tc.want.ClsactIngress == 1; s.Clsact != wantClsact {
-				t.Errorf("settings Clsact = %v, want %v", s.Clsact, wantClsact)
+			if wantClsact := tc.want.ClsactIngress == 1; s.UplinkClsact != wantClsact {
+				t.Errorf("settings UplinkClsact = %v, want %v", s.UplinkClsact, wantClsact)
 			}
 		})
 	}

@@ -43,7 +43,7 @@ func (a *Agent) syncMaps(cfg *config.Config) error {
 }
 
 // writeSettings writes this node's settings to the node_config map.
-func (a *Agent) writeSettings(cfg *config.Config, clsact bool) error {
+func (a *Agent) writeSettings(cfg *config.Config, uplink, pods datapath.AttachMode) error {
 	s := datapath.NodeSettings{
 		NodeIP:        a.node.IP,
 		PodCIDR:       cfg.Self().PodCIDR,
@@ -51,7 +51,8 @@ func (a *Agent) writeSettings(cfg *config.Config, clsact bool) error {
 		Masquerade:    cfg.Masquerade.Enabled,
 		NATPortMin:    cfg.Masquerade.PortMin,
 		NATPortMax:    cfg.Masquerade.PortMax,
-		Clsact:        clsact,
+		UplinkClsact:  uplink == datapath.AttachClsact,
+		PodClsact:     pods == datapath.AttachClsact,
 	}
 	if err := a.dp.SetSettings(s); err != nil {
 		return fmt.Errorf("write node settings: %w", err)

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"net"
+	"os"
 	"net/netip"
 	"path/filepath"
 	"testing"
@@ -71,39 +72,66 @@ func pinnedProgramID(t *testing.T, node *agenttest.Node) ebpf.ProgramID {
 	return id
 }
 
-func TestRestartMovesPodsToNewProgram(t *testing.T) {
-	node := agenttest.NewNode(t)
-	a, _ := startAgent(t, node, parseConfig(t, node.Config(nil, "attachMode: tcx\n")))
-	a.Close()
-	pod := addPod(t, node, datapath.AttachTCX)
-	oldID := pinnedProgramID(t, node)
-
-	a, _ = startAgent(t, node, parseConfig(t, node.Config(nil, "attachMode: tcx\n")))
-	a.Close()
-	newID := pinnedProgramID(t, node)
-	if newID == oldID {
-		t.Fatalf("restart pinned the same pod program %d", newID)
-	}
-	var attached []ebpf.ProgramID
+// ingressProgramIDs returns the IDs of the programs on the ingress hook of
+// ifindex: tcx programs first, then those of cls_bpf filters.
+func ingressProgramIDs(t *testing.T, node *agenttest.Node, ifindex int) []ebpf.ProgramID {
+	t.Helper()
+	var ids []ebpf.ProgramID
 	node.Do(t, func() error {
-		res, err := link.QueryPrograms(link.QueryOptions{Target: pod,
+		res, err := link.QueryPrograms(link.QueryOptions{Target: ifindex,
 			Attach: ebpf.AttachTCXIngress})
 		if err != nil {
 			return err
 		}
 		for _, p := range res.Programs {
-			attached = append(attached, p.ID)
+			ids = append(ids, p.ID)
+		}
+		l, err := netlink.LinkByIndex(ifindex)
+		if err != nil {
+			return err
+		}
+		filters, err := netlink.FilterList(l, netlink.HANDLE_MIN_INGRESS)
+		if err != nil {
+			return nil // no clsact qdisc
+		}
+		for _, f := range filters {
+			if bpf, ok := f.(*netlink.BpfFilter); ok {
+				ids = append(ids, ebpf.ProgramID(bpf.Id))
+			}
 		}
 		return nil
 	})
-	if len(attached) != 1 || attached[0] != newID {
-		t.Errorf("pod programs = %v, want only the new program %d", attached, newID)
+	return ids
+}
+
+func TestRestartMovesPodsToNewProgram(t *testing.T) {
+	for _, mode := range []datapath.AttachMode{datapath.AttachClsact, datapath.AttachTCX} {
+		t.Run(string(mode), func(t *testing.T) {
+			node := agenttest.NewNode(t)
+			cfg := "attachMode: tcx\npodAttachMode: " + string(mode) + "\n"
+			a, _ := startAgent(t, node, parseConfig(t, node.Config(nil, cfg)))
+			a.Close()
+			pod := addPod(t, node, mode)
+			oldID := pinnedProgramID(t, node)
+
+			a, _ = startAgent(t, node, parseConfig(t, node.Config(nil, cfg)))
+			a.Close()
+			newID := pinnedProgramID(t, node)
+			if newID == oldID {
+				t.Fatalf("restart pinned the same pod program %d", newID)
+			}
+			attached := ingressProgramIDs(t, node, pod)
+			if len(attached) != 1 || attached[0] != newID {
+				t.Errorf("pod programs = %v, want only the new program %d", attached, newID)
+			}
+		})
 	}
 }
 
 func TestRestartMovesPodsToNewMode(t *testing.T) {
 	node := agenttest.NewNode(t)
-	a, _ := startAgent(t, node, parseConfig(t, node.Config(nil, "attachMode: tcx\n")))
+	a, _ := startAgent(t, node, parseConfig(t, node.Config(nil,
+		"attachMode: tcx\npodAttachMode: tcx\n")))
 	a.Close()
 	pod := addPod(t, node, datapath.AttachTCX)
 	if h := podHooks(t, node, pod); h != (agenttest.HookPrograms{TCXIngress: 1}) {
@@ -111,19 +139,23 @@ func TestRestartMovesPodsToNewMode(t *testing.T) {
 	}
 
 	steps := []struct {
-		mode string
-		want agenttest.HookPrograms
+		config string
+		want   agenttest.HookPrograms
 	}{
-		{"clsact", agenttest.HookPrograms{ClsactIngress: 1}},
-		{"tcx", agenttest.HookPrograms{TCXIngress: 1}},
+		{"attachMode: clsact\n", agenttest.HookPrograms{ClsactIngress: 1}},
+		{"attachMode: tcx\npodAttachMode: tcx\n", agenttest.HookPrograms{TCXIngress: 1}},
+		// The default pod mode.
+		{"attachMode: tcx\n", agenttest.HookPrograms{ClsactIngress: 1}},
 	}
 	for _, step := range steps {
-		a, logs := startAgent(t, node, parseConfig(t, node.Config(nil,
-			"attachMode: "+step.mode+"\n")))
+		a, logs := startAgent(t, node, parseConfig(t, node.Config(nil, step.config)))
 		a.Close()
 		if h := podHooks(t, node, pod); h != step.want {
-			t.Errorf("pod programs after a start in %s mode = %+v, want %+v\n%s",
-				step.mode, h, step.want, logs)
+			t.Errorf("pod programs after a start with %q = %+v, want %+v\n%s",
+				step.config, h, step.want, logs)
 		}
+	}
+	if _, err := os.Stat(filepath.Join(node.BPFFSDir, "links", "pod_hpod0")); !os.IsNotExist(err) {
+		t.Errorf("tcx link pin of the pod after the move to clsact: %v", err)
 	}
 }

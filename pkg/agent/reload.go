@@ -8,7 +8,6 @@ import (
 	"slices"
 
 	"github.com/ferrynet/ferry/pkg/config"
-	"github.com/ferrynet/ferry/pkg/datapath"
 	"github.com/ferrynet/ferry/pkg/nodesource"
 )
 
@@ -64,7 +63,7 @@ func (a *Agent) apply(next *config.Config) error {
 		errs = append(errs, err)
 	}
 	if settingsChanged(a.cfg, next) {
-		if err := a.writeSettings(next, a.mode == datapath.AttachClsact); err != nil {
+		if err := a.writeSettings(next, a.mode, a.podMode); err != nil {
 			errs = append(errs, err)
 		} else {
 			a.log.Info("masquerade settings changed", "masquerade", next.Masquerade.Enabled,
@@ -103,6 +102,7 @@ func restartOnlyChanges(prev, next *config.Config) error {
 	check("device", prev.Device, next.Device)
 	check("nodeIP", prev.NodeIP, next.NodeIP)
 	check("attachMode", prev.AttachMode, next.AttachMode)
+	check("podAttachMode", prev.PodAttachMode, next.PodAttachMode)
 	check("masquerade.natTableSize", prev.Masquerade.NATTableSize, next.Masquerade.NATTableSize)
 	check("bpffsDir", prev.BPFFSDir, next.BPFFSDir)
 	check("cni", prev.CNI, next.CNI)

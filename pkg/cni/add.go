@@ -50,7 +50,7 @@ type addRequest struct {
 	args     *skel.CmdArgs
 	conf     *NetConf
 	pod      PodArgs
-	maps     *datapath.Maps
+	maps     *datapath.EndpointMaps
 	settings datapath.NodeSettings
 	podNS    ns.NetNS
 	hostName string
@@ -106,38 +106,42 @@ func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, pod
 	return result, nil
 }
 
-// setUp runs the steps of ADD, each pushing its undo step onto req.undo.
+// setUp runs the steps of ADD, each pushing its undo step onto req.undo. The IPAM plugin runs
+// as a process of its own, and the veth pair is created and the pod program attached while it
+// works, since neither needs the pod's address.
 func (p *Plugin) setUp(ctx context.Context, req *addRequest) (*current.Result, error) {
-	ipamResult, err := ipamAdd(ctx, req.conf, req.args.StdinData)
-	if err != nil {
-		return nil, err
+	type allocation struct {
+		result *current.Result
+		err    error
 	}
-	req.undo.push("release address", func() error {
-		return ipamDel(ctx, req.conf, req.args.StdinData)
-	})
-	podIPs, err := podIPv4s(req.conf.IPAM.Type, ipamResult)
+	allocated := make(chan allocation, 1)
+	go func() {
+		result, err := ipamAdd(ctx, req.conf, req.args.StdinData)
+		allocated <- allocation{result, err}
+	}()
+	pair, vethErr := p.setUpHostSide(req)
+	ipam := <-allocated
+	if ipam.err == nil {
+		req.undo.push("release address", func() error {
+			return ipamDel(ctx, req.conf, req.args.StdinData)
+		})
+	}
+	if vethErr != nil {
+		return nil, vethErr
+	}
+	if ipam.err != nil {
+		return nil, ipam.err
+	}
+	podIPs, err := podIPv4s(req.conf.IPAM.Type, ipam.result)
 	if err != nil {
 		return nil, err
 	}
 
-	pair, err := createVeth(req.podNS, req.hostName, req.args.IfName, req.mtu)
-	if err != nil {
-		return nil, err
-	}
-	// Deleting the veth pair also deletes the addresses and routes on it.
-	req.undo.push("delete veth pair "+req.hostName, func() error {
-		return deleteHostVeth(pair.host)
-	})
-
-	if err := p.labelHostVeth(req, pair.host); err != nil {
+	result := buildResult(req.args, pair, ipam.result)
+	if err := configurePod(req.podNS, pair, result); err != nil {
 		return nil, withCode(ErrCodeNetworkSetup, err)
 	}
-
-	result := buildResult(req.args, pair, ipamResult)
-	if err := configurePod(req.podNS, req.args.IfName, result); err != nil {
-		return nil, withCode(ErrCodeNetworkSetup, err)
-	}
-	if err := configureHost(pair.host, podIPs); err != nil {
+	if err := addHostRoutes(pair.host, podIPs); err != nil {
 		return nil, withCode(ErrCodeNetworkSetup, err)
 	}
 
@@ -155,10 +159,32 @@ func (p *Plugin) setUp(ctx context.Context, req *addRequest) (*current.Result, e
 			return req.maps.DeleteEndpoint(ip)
 		})
 	}
+	return result, nil
+}
 
-	// A failed attach leaves no link behind, and a cls_bpf filter goes with the veth.
+// setUpHostSide creates the veth pair, prepares its host side and attaches the pod program
+// there. The pod's interface stays down until its endpoint is in the map, and the program
+// drops IPv4 packets whose source is not in the map.
+func (p *Plugin) setUpHostSide(req *addRequest) (*vethPair, error) {
+	pair, err := createVeth(req.podNS, req.hostName, req.args.IfName, req.mtu)
+	if err != nil {
+		return nil, err
+	}
+	// Deleting the veth pair also deletes the addresses, routes and cls_bpf filters on it.
+	req.undo.push("delete veth pair "+req.hostName, func() error {
+		return deleteHostVeth(pair.host)
+	})
+
+	if err := p.labelHostVeth(req, pair.host); err != nil {
+		return nil, withCode(ErrCodeNetworkSetup, err)
+	}
+	if err := configureHost(pair.host); err != nil {
+		return nil, withCode(ErrCodeNetworkSetup, err)
+	}
+
+	// A failed attach leaves no link behind.
 	err = datapath.AttachPod(req.conf.BPFFSDir, req.hostName, pair.host.Attrs().Index,
-		attachMode(req.settings))
+		req.settings.PodAttachMode())
 	if err != nil {
 		if errors.Is(err, datapath.ErrNotLoaded) {
 			return nil, dataplaneError(req.conf.BPFFSDir, err)
@@ -166,7 +192,11 @@ func (p *Plugin) setUp(ctx context.Context, req *addRequest) (*current.Result, e
 		return nil, withCode(ErrCodeDatapath,
 			fmt.Errorf("attach pod program to %s: %w", req.hostName, err))
 	}
-	return result, nil
+	// A tcx link outlives its interface as a pin.
+	req.undo.push("detach pod program from "+req.hostName, func() error {
+		return datapath.DetachPod(req.conf.BPFFSDir, req.hostName)
+	})
+	return pair, nil
 }
 
 // labelHostVeth sets the alias of the host veth to the attachment it belongs to, which GC

@@ -132,10 +132,7 @@ func TestAddConfiguresPod(t *testing.T) {
 	if err != nil {
 		t.Fatalf("read settings: %v", err)
 	}
-	mode := datapath.AttachTCX
-	if settings.Clsact {
-		mode = datapath.AttachClsact
-	}
+	mode := settings.PodAttachMode()
 	n.inNode(t, func() error {
 		attached, err := datapath.PodAttached(n.bpffsDir, name, host.Attrs().Index, mode)
 		if err != nil {
@@ -321,6 +318,53 @@ func iptablesRules(t *testing.T, n *testNode) string {
 	return strings.Join(lines, "\n")
 }
 
+// TestAddTCXPods covers podAttachMode tcx: each pod's program is a pinned tcx link, which
+// DEL removes with the veth.
+func TestAddTCXPods(t *testing.T) {
+	n := newTCXPodNode(t)
+	list := n.defaultList(t)
+	pod := newTestPod(t)
+	n.mustAdd(t, list, pod)
+	name := pod.hostName()
+	host := n.hostLink(t, name)
+	if host == nil {
+		t.Fatalf("host veth %s missing", name)
+	}
+	n.inNode(t, func() error {
+		attached, err := datapath.PodAttached(n.bpffsDir, name, host.Attrs().Index,
+			datapath.AttachTCX)
+		if err != nil {
+			return err
+		}
+		if !attached {
+			t.Errorf("no tcx link of the pod program on %s", name)
+		}
+		clsact, err := datapath.PodAttached(n.bpffsDir, name, host.Attrs().Index,
+			datapath.AttachClsact)
+		if err != nil {
+			return err
+		}
+		if clsact {
+			t.Errorf("cls_bpf filter of the pod program on %s in tcx pod mode", name)
+		}
+		return nil
+	})
+	if err := n.check(list, pod); err != nil {
+		t.Errorf("CHECK: %v", err)
+	}
+	out := runIn(t, pod.ns.Path(), "ping", "-c", "2", "-i", "0.2", "-W", "2",
+		nodeIP.String())
+	if !strings.Contains(out, " 0% packet loss") {
+		t.Errorf("ping %s from the pod lost packets:\n%s", nodeIP, out)
+	}
+	if err := n.del(list, pod); err != nil {
+		t.Fatalf("DEL: %v", err)
+	}
+	if _, err := os.Stat(n.linkPinPath(name)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("tcx link pin of %s after DEL: %v", name, err)
+	}
+}
+
 func TestAddCreatesNoBridgeOrIptablesRule(t *testing.T) {
 	n := newTestNode(t)
 	before := iptablesRules(t, n)
@@ -395,6 +439,8 @@ func TestAddRollback(t *testing.T) {
 		podIP netip.Addr
 		// verify checks what the injected fault must leave in place.
 		verify func(t *testing.T, n *testNode, pod *testPod)
+		// podTCX attaches pod programs with tcx links instead of cls_bpf filters.
+		podTCX bool
 	}{
 		{
 			name:   "IPAM exhausted",
@@ -445,7 +491,8 @@ func TestAddRollback(t *testing.T) {
 			wantMsg:  "the endpoints map is full",
 		},
 		{
-			name: "attach fails",
+			name:   "attach fails",
+			podTCX: true,
 			inject: func(t *testing.T, n *testNode, pod *testPod) {
 				// A directory where the link pin goes makes pinning the tcx link fail.
 				path := n.linkPinPath(pod.hostName())
@@ -460,6 +507,9 @@ func TestAddRollback(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			n := newTestNode(t)
+			if tt.podTCX {
+				n = newTCXPodNode(t)
+			}
 			subnet := tt.subnet
 			if subnet == "" {
 				subnet = podCIDR.String()

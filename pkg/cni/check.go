@@ -71,7 +71,7 @@ type checker struct {
 	args     *skel.CmdArgs
 	conf     *NetConf
 	result   *current.Result
-	maps     *datapath.Maps
+	maps     *datapath.EndpointMaps
 	settings datapath.NodeSettings
 	podNS    ns.NetNS
 	hostName string
@@ -185,25 +185,11 @@ func (c *checker) checkPodInterface(want *current.Interface) {
 		return
 	}
 	for _, r := range c.result.Routes {
-		gw := r.GW
-		if gw == nil {
-			gw = c.gatewayFor(r.Dst)
-		}
+		gw := routeGateway(r, c.result.IPs)
 		if !hasRoute(routes, r.Dst, gw) {
 			c.addf("pod route %s via %s missing", r.Dst.String(), gw)
 		}
 	}
-}
-
-// gatewayFor returns the gateway that ipam.ConfigureIface uses for a route without one: the
-// gateway of the first address of the route's family.
-func (c *checker) gatewayFor(dst net.IPNet) net.IP {
-	for _, ipc := range c.result.IPs {
-		if (ipc.Gateway.To4() != nil) == (dst.IP.To4() != nil) {
-			return ipc.Gateway
-		}
-	}
-	return nil
 }
 
 func hasAddr(addrs []netlink.Addr, want net.IPNet) bool {
@@ -265,7 +251,7 @@ func (c *checker) podMAC() string {
 }
 
 func (c *checker) checkAttachment() {
-	mode := attachMode(c.settings)
+	mode := c.settings.PodAttachMode()
 	attached, err := datapath.PodAttached(c.conf.BPFFSDir, c.hostName, c.host.Attrs().Index,
 		mode)
 	switch {

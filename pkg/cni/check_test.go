@@ -5,7 +5,6 @@ import (
 	"testing"
 
 	"github.com/ferrynet/ferry/pkg/cni"
-	"github.com/ferrynet/ferry/pkg/datapath"
 )
 
 func TestCheckReportsMismatch(t *testing.T) {
@@ -33,9 +32,9 @@ func TestCheckReportsMismatch(t *testing.T) {
 		{
 			name: "program detached",
 			damage: func(t *testing.T, n *testNode, pod *testPod) {
-				if err := datapath.DetachPod(n.bpffsDir, pod.hostName()); err != nil {
-					t.Fatal(err)
-				}
+				// Pods have cls_bpf filters by default; this deletes every filter of the
+				// veth's ingress, ferry's included.
+				n.run(t, "tc", "filter", "del", "dev", pod.hostName(), "ingress")
 			},
 			want: "pod program not attached to host veth %s",
 		},

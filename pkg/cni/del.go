@@ -42,7 +42,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 		errs = append(errs, withCode(ErrCodeNetworkSetup, err))
 	}
 
-	maps, err := datapath.OpenMaps(conf.BPFFSDir)
+	maps, err := datapath.OpenEndpointMaps(conf.BPFFSDir)
 	switch {
 	case errors.Is(err, datapath.ErrNotLoaded):
 		log.Info("dataplane not loaded: no endpoint to remove", "bpffs_dir", conf.BPFFSDir)
@@ -75,7 +75,7 @@ func (p *Plugin) Del(args *skel.CmdArgs) error {
 // host veth, and the entries of the prevResult addresses. An entry of a prevResult address
 // that points to another existing interface belongs to a pod that got the address after
 // this one had released it, and stays.
-func deleteEndpoints(maps *datapath.Maps, conf *NetConf, host netlink.Link,
+func deleteEndpoints(maps *datapath.EndpointMaps, conf *NetConf, host netlink.Link,
 	log *slog.Logger) error {
 	var errs []error
 	if host != nil {

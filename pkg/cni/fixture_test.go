@@ -80,6 +80,7 @@ func requireRoot(t *testing.T) {
 // testNode is a node network namespace with a loaded and configured ferry dataplane.
 type testNode struct {
 	mode     datapath.AttachMode
+	podMode  datapath.AttachMode // clsact, or tcx where mode allows
 	ns       ns.NetNS
 	bpffsDir string
 	dataDir  string // host-local's reservations
@@ -92,17 +93,36 @@ type testNode struct {
 // removed when the test ends.
 func newTestNode(t *testing.T) *testNode {
 	t.Helper()
-	return newTestNodeMode(t, datapath.AttachAuto)
+	return newTestNodeModes(t, datapath.AttachAuto, datapath.AttachClsact)
 }
 
-// newTestNodeMode is newTestNode with the uplink programs attached in mode, which the pod
-// programs follow.
+// newTestNodeMode is newTestNode with the uplink programs attached in mode, and pod
+// programs as cls_bpf filters.
 func newTestNodeMode(t *testing.T, mode datapath.AttachMode) *testNode {
+	t.Helper()
+	return newTestNodeModes(t, mode, datapath.AttachClsact)
+}
+
+// newTCXPodNode is newTestNode with the uplink and pod programs attached with tcx. It skips
+// the test on kernels without tcx.
+func newTCXPodNode(t *testing.T) *testNode {
+	t.Helper()
+	n := newTestNodeModes(t, datapath.AttachAuto, datapath.AttachTCX)
+	if s, err := n.maps(t).Settings(); err != nil || s.PodClsact {
+		t.Skipf("needs tcx (Linux 6.6 or later) for pod programs; settings %+v, %v", s, err)
+	}
+	return n
+}
+
+// newTestNodeModes is newTestNode with the uplink programs attached in mode and pod
+// programs in podMode, which falls back to clsact where the uplink is.
+func newTestNodeModes(t *testing.T, mode, podMode datapath.AttachMode) *testNode {
 	t.Helper()
 	requireRoot(t)
 	nodeNS := newNetNS(t)
 	n := &testNode{
 		mode:     mode,
+		podMode:  podMode,
 		ns:       nodeNS,
 		bpffsDir: "/sys/fs/bpf/ferry-cnitest-" + randomHex(t, 6),
 		dataDir:  t.TempDir(),
@@ -184,7 +204,8 @@ func (n *testNode) loadDataplane(t *testing.T, dir string, configure bool) {
 			Masquerade:    true,
 			NATPortMin:    32768,
 			NATPortMax:    65535,
-			Clsact:        mode == datapath.AttachClsact,
+			UplinkClsact:  mode == datapath.AttachClsact,
+			PodClsact:     mode == datapath.AttachClsact || n.podMode == datapath.AttachClsact,
 		})
 	})
 	if err != nil {

@@ -50,7 +50,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 	}
 
 	var errs []error
-	maps, err := datapath.OpenMaps(conf.BPFFSDir)
+	maps, err := datapath.OpenEndpointMaps(conf.BPFFSDir)
 	switch {
 	case errors.Is(err, datapath.ErrNotLoaded):
 		p.log().Info("dataplane not loaded: collecting veths by alias only",
@@ -86,7 +86,7 @@ func (p *Plugin) GC(args *skel.CmdArgs) error {
 // collectVeths deletes the host veths of this network whose attachment is not valid, with
 // their endpoint entries and link pins. maps is nil when no dataplane is loaded. It returns
 // the attachments that the aliases of the deleted veths name.
-func (p *Plugin) collectVeths(conf *NetConf, maps *datapath.Maps,
+func (p *Plugin) collectVeths(conf *NetConf, maps *datapath.EndpointMaps,
 	valid map[attachment]bool) ([]attachment, error) {
 	validNames := map[string]bool{}
 	for a := range valid {
@@ -141,7 +141,7 @@ func (p *Plugin) collectVeths(conf *NetConf, maps *datapath.Maps,
 
 // collectOrphans deletes the endpoint entries and pod link pins whose interface is gone, as
 // a crash between deleting a veth and cleaning up after it leaves them.
-func (p *Plugin) collectOrphans(conf *NetConf, maps *datapath.Maps) error {
+func (p *Plugin) collectOrphans(conf *NetConf, maps *datapath.EndpointMaps) error {
 	eps, err := maps.Endpoints()
 	if err != nil {
 		return err

@@ -43,8 +43,8 @@ func (p *Plugin) log() *slog.Logger {
 // openDataplane opens the maps that ferryd pinned under dir and reads the node settings. It
 // returns an error with CNI code 11 (try again later) when ferryd has not loaded the
 // dataplane or not written the settings yet.
-func openDataplane(dir string) (*datapath.Maps, datapath.NodeSettings, error) {
-	maps, err := datapath.OpenMaps(dir)
+func openDataplane(dir string) (*datapath.EndpointMaps, datapath.NodeSettings, error) {
+	maps, err := datapath.OpenEndpointMaps(dir)
 	if err != nil {
 		return nil, datapath.NodeSettings{}, dataplaneError(dir, err)
 	}
@@ -62,12 +62,4 @@ func dataplaneError(dir string, err error) error {
 			fmt.Errorf("%w under %s: start ferryd on this node", datapath.ErrNotLoaded, dir))
 	}
 	return withCode(ErrCodeDatapath, fmt.Errorf("open dataplane under %s: %w", dir, err))
-}
-
-// attachMode returns how ferryd attached the uplink programs, which pod programs follow.
-func attachMode(s datapath.NodeSettings) datapath.AttachMode {
-	if s.Clsact {
-		return datapath.AttachClsact
-	}
-	return datapath.AttachTCX
 }

@@ -9,8 +9,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/containernetworking/cni/pkg/types"
 	current "github.com/containernetworking/cni/pkg/types/100"
-	"github.com/containernetworking/plugins/pkg/ipam"
 	"github.com/containernetworking/plugins/pkg/netlinksafe"
 	"github.com/containernetworking/plugins/pkg/ns"
 	"github.com/vishvananda/netlink"
@@ -108,25 +108,73 @@ func findHostVeth(name string) (netlink.Link, error) {
 }
 
 // configurePod disables IPv6 on the pod's interface, because the programs drop every frame
-// that is not IPv4 or ARP, then adds the addresses and routes of result and sets it up.
-func configurePod(podNS ns.NetNS, ifName string, result *current.Result) error {
+// that is not IPv4 or ARP, then adds the addresses of result, sets the interface up and adds
+// the routes of result.
+func configurePod(podNS ns.NetNS, pair *vethPair, result *current.Result) error {
 	return podNS.Do(func(ns.NetNS) error {
-		if err := writeSysctl(ipv6Sysctl(ifName, "disable_ipv6"), "1"); err != nil &&
+		name := pair.podName
+		if err := writeSysctl(ipv6Sysctl(name, "disable_ipv6"), "1"); err != nil &&
 			!errors.Is(err, fs.ErrNotExist) {
 			return err
 		}
-		if err := ipam.ConfigureIface(ifName, result); err != nil {
-			return fmt.Errorf("configure %s in pod namespace %s: %w", ifName, podNS.Path(), err)
+		link := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: name, Index: pair.podIndex}}
+		for _, ipc := range result.IPs {
+			if err := netlink.AddrAdd(link, &netlink.Addr{IPNet: &ipc.Address}); err != nil {
+				return fmt.Errorf("add address %s to %s in pod namespace %s: %w",
+					ipc.Address.String(), name, podNS.Path(), err)
+			}
+		}
+		if err := netlink.LinkSetUp(link); err != nil {
+			return fmt.Errorf("set %s up in pod namespace %s: %w", name, podNS.Path(), err)
+		}
+		for _, r := range result.Routes {
+			route := podRoute(pair.podIndex, r, routeGateway(r, result.IPs))
+			// Several routes to one destination form a multipath route.
+			if err := netlink.RouteAddEcmp(route); err != nil {
+				return fmt.Errorf("add route %s via %s dev %s in pod namespace %s: %w",
+					r.Dst.String(), route.Gw, name, podNS.Path(), err)
+			}
 		}
 		return nil
 	})
 }
 
+// routeGateway returns the gateway of the pod's route r: its own, or for an IPv4 route that
+// names none the first IPv4 gateway of the IPAM result's addresses.
+func routeGateway(r *types.Route, ips []*current.IPConfig) net.IP {
+	if r.GW != nil || r.Dst.IP.To4() == nil {
+		return r.GW
+	}
+	for _, ipc := range ips {
+		if ipc.Gateway.To4() != nil {
+			return ipc.Gateway
+		}
+	}
+	return nil
+}
+
+// podRoute returns the pod's route r through the interface ifindex via gateway.
+func podRoute(ifindex int, r *types.Route, gateway net.IP) *netlink.Route {
+	route := &netlink.Route{
+		LinkIndex: ifindex,
+		Dst:       &r.Dst,
+		Gw:        gateway,
+		Priority:  r.Priority,
+		MTU:       r.MTU,
+		AdvMSS:    r.AdvMSS,
+	}
+	if r.Table != nil {
+		route.Table = *r.Table
+	}
+	if r.Scope != nil {
+		route.Scope = netlink.Scope(*r.Scope)
+	}
+	return route
+}
+
 // configureHost prepares the host side of the veth: no IPv6 and no reverse-path filter, since
-// pod addresses are reachable only through their /32 routes. It sets the interface up and
-// adds a route to each pod address through it, the path of host-to-pod traffic such as
-// kubelet probes.
-func configureHost(link netlink.Link, podIPs []netip.Addr) error {
+// pod addresses are reachable only through their /32 routes. It sets the interface up.
+func configureHost(link netlink.Link) error {
 	name := link.Attrs().Name
 	if err := writeSysctl(ipv6Sysctl(name, "disable_ipv6"), "1"); err != nil &&
 		!errors.Is(err, fs.ErrNotExist) {
@@ -138,10 +186,16 @@ func configureHost(link netlink.Link, podIPs []netip.Addr) error {
 	if err := netlink.LinkSetUp(link); err != nil {
 		return fmt.Errorf("set %s up: %w", name, err)
 	}
+	return nil
+}
+
+// addHostRoutes adds a route to each pod address through the host side of the veth, the
+// path of host-to-pod traffic such as kubelet probes.
+func addHostRoutes(link netlink.Link, podIPs []netip.Addr) error {
 	for _, ip := range podIPs {
 		route := hostRoute(link, ip)
 		if err := netlink.RouteAdd(route); err != nil {
-			return fmt.Errorf("add route %s dev %s: %w", route.Dst, name, err)
+			return fmt.Errorf("add route %s dev %s: %w", route.Dst, link.Attrs().Name, err)
 		}
 	}
 	return nil

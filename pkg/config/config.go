@@ -17,6 +17,7 @@ import (
 // Defaults of optional settings.
 const (
 	DefaultAttachMode     = datapath.AttachAuto
+	DefaultPodAttachMode  = datapath.AttachClsact
 	DefaultBPFFSDir       = "/sys/fs/bpf/ferry"
 	DefaultCNIConfDir     = "/etc/cni/net.d"
 	DefaultCNIBinDir      = "/opt/cni/bin"
@@ -47,8 +48,16 @@ type Config struct {
 	Device string
 	// NodeIP is this node's address. The zero Addr means the first IPv4
 	// address of Device, which ferryd looks up at start.
-	NodeIP     netip.Addr
+	NodeIP netip.Addr
+	// AttachMode is how the uplink programs are attached: tcx, clsact, or
+	// auto for tcx where the kernel has it.
 	AttachMode datapath.AttachMode
+	// PodAttachMode is how the CNI plugin attaches the pod program: clsact
+	// or tcx. A tcx attachment waits for an RCU grace period with the RTNL
+	// lock held, several milliseconds for every pod ADD, while a cls_bpf
+	// filter on a new veth takes well under one. tcx needs the uplink in
+	// tcx too; where AttachMode auto falls back to clsact, pods follow.
+	PodAttachMode datapath.AttachMode
 	// Nodes is the static node source: every node of the cluster, this one
 	// included, in file order. It is empty when Kubernetes is set.
 	Nodes []Node

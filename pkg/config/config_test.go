@@ -18,11 +18,12 @@ func TestLoadFullConfig(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	want := &Config{
-		NodeName:    "worker-0",
-		ClusterCIDR: netip.MustParsePrefix("10.200.0.0/16"),
-		Device:      "eth0",
-		NodeIP:      netip.MustParseAddr("10.0.1.20"),
-		AttachMode:  datapath.AttachClsact,
+		NodeName:      "worker-0",
+		ClusterCIDR:   netip.MustParsePrefix("10.200.0.0/16"),
+		Device:        "eth0",
+		NodeIP:        netip.MustParseAddr("10.0.1.20"),
+		AttachMode:    datapath.AttachClsact,
+		PodAttachMode: datapath.AttachClsact,
 		Nodes: []Node{
 			{"worker-0", netip.MustParseAddr("10.0.1.20"), netip.MustParsePrefix("10.200.0.0/24")},
 			{"worker-1", netip.MustParseAddr("10.0.1.21"), netip.MustParsePrefix("10.200.1.0/24")},
@@ -59,9 +60,10 @@ func TestLoadMinimalConfigDefaults(t *testing.T) {
 		t.Fatalf("Load: %v", err)
 	}
 	want := &Config{
-		NodeName:    "worker-1",
-		ClusterCIDR: netip.MustParsePrefix("10.200.0.0/16"),
-		AttachMode:  datapath.AttachAuto,
+		NodeName:      "worker-1",
+		ClusterCIDR:   netip.MustParsePrefix("10.200.0.0/16"),
+		AttachMode:    datapath.AttachAuto,
+		PodAttachMode: datapath.AttachClsact,
 		Nodes: []Node{
 			{"worker-0", netip.MustParseAddr("10.0.1.20"), netip.MustParsePrefix("10.200.0.0/24")},
 			{"worker-1", netip.MustParseAddr("10.0.1.21"), netip.MustParsePrefix("10.200.1.0/24")},
@@ -254,6 +256,11 @@ var problemCases = []problemCase{
 	// attachMode.
 	{"attach mode invalid", appendLines("attachMode: xdp\n"), "attachMode",
 		[]string{`"xdp"`, "auto, tcx or clsact"}},
+	{"pod attach mode invalid", appendLines("podAttachMode: auto\n"), "podAttachMode",
+		[]string{`"auto"`, "clsact or tcx"}},
+	{"pod attach mode tcx with clsact uplink",
+		appendLines("attachMode: clsact\npodAttachMode: tcx\n"), "podAttachMode",
+		[]string{"attachMode is clsact", "set attachMode to auto or tcx"}},
 
 	// nodes.
 	{"nodes missing", replace(baseConfig[strings.Index(baseConfig, "nodes:"):], ""), "nodes",

@@ -22,6 +22,7 @@ type fileConfig struct {
 	Device         string          `yaml:"device"`
 	NodeIP         string          `yaml:"nodeIP"`
 	AttachMode     string          `yaml:"attachMode"`
+	PodAttachMode  string          `yaml:"podAttachMode"`
 	Nodes          []fileNode      `yaml:"nodes"`
 	Kubernetes     *fileKubernetes `yaml:"kubernetes"`
 	Masquerade     fileMasquerade  `yaml:"masquerade"`

@@ -41,6 +41,18 @@ func validate(raw fileConfig) (*Config, []Problem) {
 		}
 		cfg.AttachMode = mode
 	}
+	cfg.PodAttachMode = DefaultPodAttachMode
+	switch mode := datapath.AttachMode(raw.PodAttachMode); mode {
+	case "":
+	case datapath.AttachClsact, datapath.AttachTCX:
+		cfg.PodAttachMode = mode
+		if mode == datapath.AttachTCX && cfg.AttachMode == datapath.AttachClsact {
+			ps.add("podAttachMode", "tcx for pods needs tcx on the uplink, and attachMode "+
+				"is clsact: set attachMode to auto or tcx, or podAttachMode to clsact")
+		}
+	default:
+		ps.add("podAttachMode", "invalid mode %q: use clsact or tcx", raw.PodAttachMode)
+	}
 
 	if raw.Kubernetes != nil {
 		cfg.Kubernetes = validateKubernetes(&ps, raw)

@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"github.com/vishvananda/netlink"
 )
 
 // AttachMode selects how programs are attached to interfaces.
@@ -196,45 +196,44 @@ func (d *Datapath) AttachUplink(ifindex int, mode AttachMode) (AttachMode, error
 	return mode, nil
 }
 
-// UpdatePods moves every attached pod program to the program Load pinned,
-// so that an upgrade reaches existing pods.
+// UpdatePods attaches the program Load pinned to the veth of every local
+// pod in mode: an attachment of the same mode is replaced in one step, and
+// one of the other mode is removed once the new one is in place. So an
+// upgrade, and a change of the pod attach mode, reach existing pods without
+// a gap. Endpoints whose veth is gone are left to CNI DEL and GC.
 func (d *Datapath) UpdatePods(mode AttachMode) error {
-	if mode == AttachClsact {
-		eps, err := d.Endpoints()
-		if err != nil {
-			return err
-		}
-		var errs []error
-		for _, ep := range eps {
-			h := hook{ifindex: ep.IfIndex, dir: ingress, name: "ferry_from_pod"}
-			if err := attachClsact(d.fromPod, h); err != nil {
-				errs = append(errs, fmt.Errorf("endpoint %s: %w", ep.IP, err))
-			}
-		}
-		return errors.Join(errs...)
-	}
-
-	entries, err := os.ReadDir(filepath.Join(d.Dir, linksDir))
+	eps, err := d.Endpoints()
 	if err != nil {
-		return fmt.Errorf("list pinned links: %w", err)
+		return err
 	}
 	var errs []error
-	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), podLinkPrefix) || strings.HasSuffix(e.Name(), "_new") {
-			continue
+	done := map[int]bool{}
+	for _, ep := range eps {
+		if done[ep.IfIndex] {
+			continue // a pod with several addresses
 		}
-		path := filepath.Join(d.Dir, linksDir, e.Name())
-		l, err := link.LoadPinnedLink(path, nil)
+		done[ep.IfIndex] = true
+		l, err := netlink.LinkByIndex(ep.IfIndex)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("load pinned link %s: %w", path, err))
+			var notFound netlink.LinkNotFoundError
+			if !errors.As(err, &notFound) {
+				errs = append(errs, fmt.Errorf("find veth %d of pod %s: %w", ep.IfIndex, ep.IP,
+					err))
+			}
 			continue
 		}
-		if err := l.Update(d.fromPod); err != nil {
-			errs = append(errs, fmt.Errorf("update pod link %s: %w", path, err))
+		name := l.Attrs().Name
+		if err := attach(d.fromPod, podHook(d.Dir, name, ep.IfIndex), mode); err != nil {
+			errs = append(errs, fmt.Errorf("attach pod program to %s of pod %s: %w", name,
+				ep.IP, err))
 		}
-		l.Close()
 	}
 	return errors.Join(errs...)
+}
+
+func podHook(dir, hostIfName string, ifindex int) hook {
+	return hook{ifindex, ingress, "ferry_from_pod",
+		filepath.Join(dir, linksDir, podLinkName(hostIfName))}
 }
 
 // AttachPod attaches the pinned pod program to the host side of a pod's veth.
@@ -247,10 +246,7 @@ func AttachPod(dir, hostIfName string, ifindex int, mode AttachMode) error {
 		return fmt.Errorf("load pinned pod program: %w", err)
 	}
 	defer prog.Close()
-
-	h := hook{ifindex, ingress, "ferry_from_pod",
-		filepath.Join(dir, linksDir, podLinkName(hostIfName))}
-	return attach(prog, h, mode)
+	return attach(prog, podHook(dir, hostIfName, ifindex), mode)
 }
 
 // DetachPod removes the pod program's tcx link of a pod's veth. A cls_bpf

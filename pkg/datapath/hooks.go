@@ -27,6 +27,7 @@ type HookState struct {
 
 // PodHooks summarises the attachment of the pod program on the local pods.
 type PodHooks struct {
+	Mode      AttachMode // how the CNI plugin attaches the pod program
 	Endpoints int
 	Attached  int
 	// Missing lists the endpoints whose veth lacks ferry's program.
@@ -42,10 +43,7 @@ func (m *Maps) Hooks(dir string) ([]HookState, PodHooks, error) {
 	if err != nil {
 		return nil, PodHooks{}, err
 	}
-	mode := AttachTCX
-	if s.Clsact {
-		mode = AttachClsact
-	}
+	mode := s.UplinkAttachMode()
 	var states []HookState
 	for _, h := range []hook{
 		{s.UplinkIfIndex, ingress, "ferry_uplink_in", filepath.Join(dir, linksDir, linkUplinkIngress)},
@@ -63,7 +61,7 @@ func (m *Maps) Hooks(dir string) ([]HookState, PodHooks, error) {
 	if err != nil {
 		return nil, PodHooks{}, err
 	}
-	pods := PodHooks{Endpoints: len(eps)}
+	pods := PodHooks{Mode: s.PodAttachMode(), Endpoints: len(eps)}
 	for _, ep := range eps {
 		name := ""
 		if l, err := netlink.LinkByIndex(ep.IfIndex); err == nil {
@@ -71,7 +69,7 @@ func (m *Maps) Hooks(dir string) ([]HookState, PodHooks, error) {
 		}
 		ok := false
 		if name != "" {
-			ok, err = PodAttached(dir, name, ep.IfIndex, mode)
+			ok, err = PodAttached(dir, name, ep.IfIndex, pods.Mode)
 			if err != nil {
 				return nil, PodHooks{}, err
 			}

@@ -110,12 +110,11 @@ func Load(dir string, opts LoadOptions) (*Datapath, error) {
 	d := &Datapath{
 		Dir: dir,
 		Maps: Maps{
-			nodeRoutes:  host.NodeRoutes,
-			masqExclude: host.MasqExclude,
-			endpoints:   host.Endpoints,
-			nodeConfig:  host.NodeConfig,
-			natTable:    host.NatTable,
-			counters:    host.Counters,
+			EndpointMaps: EndpointMaps{endpoints: host.Endpoints, nodeConfig: host.NodeConfig},
+			nodeRoutes:   host.NodeRoutes,
+			masqExclude:  host.MasqExclude,
+			natTable:     host.NatTable,
+			counters:     host.Counters,
 		},
 		fromPod:       pod.FerryFromPod,
 		uplinkIngress: host.FerryUplinkIngress,

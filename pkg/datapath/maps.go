@@ -10,12 +10,19 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+// EndpointMaps are the two maps that the CNI plugin works with: this node's
+// settings and its endpoints. Opening two maps instead of all of them is
+// part of every pod's ADD and DEL.
+type EndpointMaps struct {
+	endpoints  *ebpf.Map
+	nodeConfig *ebpf.Map
+}
+
 // Maps are the dataplane's maps with typed accessors.
 type Maps struct {
+	EndpointMaps
 	nodeRoutes  *ebpf.Map
 	masqExclude *ebpf.Map
-	endpoints   *ebpf.Map
-	nodeConfig  *ebpf.Map
 	natTable    *ebpf.Map
 	counters    *ebpf.Map
 }
@@ -24,26 +31,48 @@ type Maps struct {
 // directory holds no dataplane.
 func OpenMaps(dir string) (*Maps, error) {
 	var m Maps
-	targets := map[string]**ebpf.Map{
+	err := openPinnedMaps(dir, map[string]**ebpf.Map{
 		"node_routes":  &m.nodeRoutes,
 		"masq_exclude": &m.masqExclude,
 		"endpoints":    &m.endpoints,
 		"node_config":  &m.nodeConfig,
 		"nat_table":    &m.natTable,
 		"counters":     &m.counters,
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
 	}
+	return &m, nil
+}
+
+// OpenEndpointMaps opens the settings and endpoints maps pinned under dir.
+// It returns ErrNotLoaded when the directory holds no dataplane.
+func OpenEndpointMaps(dir string) (*EndpointMaps, error) {
+	var m EndpointMaps
+	err := openPinnedMaps(dir, map[string]**ebpf.Map{
+		"endpoints":   &m.endpoints,
+		"node_config": &m.nodeConfig,
+	})
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &m, nil
+}
+
+func openPinnedMaps(dir string, targets map[string]**ebpf.Map) error {
 	for name, target := range targets {
 		mp, err := ebpf.LoadPinnedMap(filepath.Join(dir, name), nil)
 		if err != nil {
-			m.Close()
 			if isNotExist(err) {
-				return nil, fmt.Errorf("%w: no map %s under %s", ErrNotLoaded, name, dir)
+				return fmt.Errorf("%w: no map %s under %s", ErrNotLoaded, name, dir)
 			}
-			return nil, fmt.Errorf("open pinned map %s: %w", name, err)
+			return fmt.Errorf("open pinned map %s: %w", name, err)
 		}
 		*target = mp
 	}
-	return &m, nil
+	return nil
 }
 
 // Close releases the maps' file descriptors; the pinned maps stay.
@@ -52,8 +81,14 @@ func (m *Maps) Close() error {
 	return nil
 }
 
+// Close releases the maps' file descriptors; the pinned maps stay.
+func (m *EndpointMaps) Close() error {
+	closeAll(m.endpoints, m.nodeConfig)
+	return nil
+}
+
 // Settings reads this node's settings; ErrNotLoaded means ferryd never wrote them.
-func (m *Maps) Settings() (NodeSettings, error) {
+func (m *EndpointMaps) Settings() (NodeSettings, error) {
 	var raw hostNodeSettings
 	if err := m.nodeConfig.Lookup(uint32(0), &raw); err != nil {
 		return NodeSettings{}, fmt.Errorf("read node settings: %w", err)
@@ -70,12 +105,13 @@ func (m *Maps) Settings() (NodeSettings, error) {
 		Masquerade:    raw.Flags&flagMasquerade != 0,
 		NATPortMin:    raw.NatPortMin,
 		NATPortMax:    raw.NatPortMax,
-		Clsact:        raw.Flags&flagAttachClsact != 0,
+		UplinkClsact:  raw.Flags&flagUplinkClsact != 0,
+		PodClsact:     raw.Flags&flagPodClsact != 0,
 	}, nil
 }
 
 // SetSettings writes this node's settings.
-func (m *Maps) SetSettings(s NodeSettings) error {
+func (m *EndpointMaps) SetSettings(s NodeSettings) error {
 	if !s.NodeIP.Is4() {
 		return fmt.Errorf("invalid node IP %q: want an IPv4 address", s.NodeIP)
 	}
@@ -100,8 +136,11 @@ func (m *Maps) SetSettings(s NodeSettings) error {
 	if s.Masquerade {
 		raw.Flags |= flagMasquerade
 	}
-	if s.Clsact {
-		raw.Flags |= flagAttachClsact
+	if s.UplinkClsact {
+		raw.Flags |= flagUplinkClsact
+	}
+	if s.PodClsact {
+		raw.Flags |= flagPodClsact
 	}
 	if err := m.nodeConfig.Put(uint32(0), &raw); err != nil {
 		return fmt.Errorf("write node settings: %w", err)
@@ -110,7 +149,7 @@ func (m *Maps) SetSettings(s NodeSettings) error {
 }
 
 // PutEndpoint adds or replaces a local pod.
-func (m *Maps) PutEndpoint(ep Endpoint) error {
+func (m *EndpointMaps) PutEndpoint(ep Endpoint) error {
 	if !ep.IP.Is4() {
 		return fmt.Errorf("invalid endpoint IP %q: want an IPv4 address", ep.IP)
 	}
@@ -131,7 +170,7 @@ func (m *Maps) PutEndpoint(ep Endpoint) error {
 }
 
 // DeleteEndpoint removes a local pod; a missing entry is not an error.
-func (m *Maps) DeleteEndpoint(ip netip.Addr) error {
+func (m *EndpointMaps) DeleteEndpoint(ip netip.Addr) error {
 	err := m.endpoints.Delete(be32(ip))
 	if err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 		return fmt.Errorf("delete endpoint %s from map: %w", ip, err)
@@ -140,7 +179,7 @@ func (m *Maps) DeleteEndpoint(ip netip.Addr) error {
 }
 
 // LookupEndpoint returns the endpoint of ip, with ok false when there is none.
-func (m *Maps) LookupEndpoint(ip netip.Addr) (Endpoint, bool, error) {
+func (m *EndpointMaps) LookupEndpoint(ip netip.Addr) (Endpoint, bool, error) {
 	var value hostEndpoint
 	err := m.endpoints.Lookup(be32(ip), &value)
 	if errors.Is(err, ebpf.ErrKeyNotExist) {
@@ -162,7 +201,7 @@ func endpointFromRaw(ip netip.Addr, v hostEndpoint) Endpoint {
 }
 
 // Endpoints lists the local pods.
-func (m *Maps) Endpoints() ([]Endpoint, error) {
+func (m *EndpointMaps) Endpoints() ([]Endpoint, error) {
 	var (
 		key   uint32
 		value hostEndpoint

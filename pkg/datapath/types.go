@@ -10,7 +10,8 @@ import (
 // Flags of the node settings, mirrored from headers/ferry.h.
 const (
 	flagMasquerade   = 1 << 0
-	flagAttachClsact = 1 << 1
+	flagPodClsact    = 1 << 1
+	flagUplinkClsact = 1 << 2
 )
 
 // Endpoint is a pod on this node as the programs see it.
@@ -36,9 +37,23 @@ type NodeSettings struct {
 	// NATPortMin and NATPortMax bound the ports that the masquerade allocates
 	// when a pod's own source port is taken.
 	NATPortMin, NATPortMax uint16
-	// Clsact records that programs are attached as cls_bpf filters, so that
-	// the CNI plugin attaches pod programs the same way.
-	Clsact bool
+	// UplinkClsact and PodClsact record which programs are attached as
+	// cls_bpf filters on a clsact qdisc rather than as tcx links. The CNI
+	// plugin attaches pod programs as PodClsact says.
+	UplinkClsact, PodClsact bool
+}
+
+// UplinkAttachMode returns how the uplink programs are attached.
+func (s NodeSettings) UplinkAttachMode() AttachMode { return modeOf(s.UplinkClsact) }
+
+// PodAttachMode returns how pod programs are attached.
+func (s NodeSettings) PodAttachMode() AttachMode { return modeOf(s.PodClsact) }
+
+func modeOf(clsact bool) AttachMode {
+	if clsact {
+		return AttachClsact
+	}
+	return AttachTCX
 }
 
 // be32 returns the IPv4 address in the byte order the programs keep it:

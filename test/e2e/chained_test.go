@@ -18,6 +18,7 @@ import (
 	"github.com/containernetworking/plugins/pkg/testutils"
 
 	"github.com/ferrynet/ferry/pkg/cni"
+	"github.com/ferrynet/ferry/pkg/datapath"
 	"github.com/ferrynet/ferry/test/lab"
 )
 
@@ -31,10 +32,17 @@ const (
 // configuration list, with the capability arguments that kubelet passes through the runtime
 // for a pod with a hostPort and bandwidth annotations. The hostPort must reach the pod from
 // the vpc router and from another node, and DEL must remove what each plugin created.
+//
+// bandwidth's egress limit adds an ingress qdisc to the host veth, which cannot sit next to
+// the clsact qdisc of ferry's default pod attachment, so the nodes attach pods with tcx.
 func TestChainedPortmapBandwidth(t *testing.T) {
-	l, _ := newFerryLab(t, lab.CheckNodes()[:2], lab.FerryOptions{})
+	l, _ := newFerryLab(t, lab.CheckNodes()[:2], lab.FerryOptions{PodAttachMode: "tcx"})
 	lab.SkipWithoutPlugins(t, []string{"/usr/lib/cni"}, "portmap", "bandwidth")
 	w0, w1 := l.Node("worker-0"), l.Node("worker-1")
+	if mode := podAttachMode(t, w0); mode != datapath.AttachTCX {
+		t.Skipf("pods are attached with %s: bandwidth's egress limit needs tcx (Linux 6.6 "+
+			"or later)", mode)
+	}
 	list := chainedConflist(t, w0)
 
 	podNS, err := testutils.NewNS()

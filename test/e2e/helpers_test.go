@@ -118,6 +118,21 @@ func nodeRoutes(t *testing.T, n *lab.Node) map[netip.Prefix]netip.Addr {
 	return out
 }
 
+// podAttachMode returns how the plugin attaches pod programs on n, as ferryd recorded it.
+func podAttachMode(t *testing.T, n *lab.Node) datapath.AttachMode {
+	t.Helper()
+	maps, err := datapath.OpenEndpointMaps(n.BPFFSDir())
+	if err != nil {
+		t.Fatalf("open maps of %s: %v", n.Name, err)
+	}
+	defer maps.Close()
+	s, err := maps.Settings()
+	if err != nil {
+		t.Fatalf("read node settings of %s: %v", n.Name, err)
+	}
+	return s.PodAttachMode()
+}
+
 // queryTCP connects from ns to a peer reporter at addr and returns the source it saw.
 func queryTCP(t *testing.T, ns *lab.Namespace, addr netip.AddrPort) netip.AddrPort {
 	t.Helper()

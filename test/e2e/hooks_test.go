@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
+	"github.com/ferrynet/ferry/pkg/agent/agenttest"
 	"github.com/ferrynet/ferry/pkg/datapath"
 	"github.com/ferrynet/ferry/test/lab"
 )
@@ -203,61 +204,44 @@ func hostVeth(t *testing.T, n *lab.Node, pod *lab.Pod) string {
 	return name
 }
 
-// hookCounts returns the number of BPF programs on the ingress and egress hooks of the
-// interface ifname on n.
-func hookCounts(t *testing.T, n *lab.Node, ifname string, mode string) (int, int) {
+// hookCounts returns how many programs the ingress and egress hooks of ifname on n hold,
+// tcx programs and cls_bpf filters together.
+func hookCounts(t *testing.T, n *lab.Node, ifname string) (int, int) {
 	t.Helper()
-	var in, out int
+	var h agenttest.HookPrograms
 	err := n.Do(func() error {
 		l, err := netlink.LinkByName(ifname)
 		if err != nil {
 			return err
 		}
-		if mode == "tcx" {
-			for _, x := range []struct {
-				attach ebpf.AttachType
-				count  *int
-			}{{ebpf.AttachTCXIngress, &in}, {ebpf.AttachTCXEgress, &out}} {
-				res, err := link.QueryPrograms(link.QueryOptions{Target: l.Attrs().Index,
-					Attach: x.attach})
-				if err != nil {
-					return err
-				}
-				*x.count = len(res.Programs)
-			}
-			return nil
-		}
-		for _, x := range []struct {
-			parent uint32
-			count  *int
-		}{{netlink.HANDLE_MIN_INGRESS, &in}, {netlink.HANDLE_MIN_EGRESS, &out}} {
-			filters, err := netlink.FilterList(l, x.parent)
-			if err != nil {
-				return err
-			}
-			*x.count = len(filters)
-		}
-		return nil
+		h, err = agenttest.CountHookPrograms(l.Attrs().Index)
+		return err
 	})
 	if err != nil {
 		t.Fatalf("count programs of %s: %v", ifname, err)
 	}
-	return in, out
+	return h.Ingress(), h.Egress()
 }
 
 // TestForeignProgramsKeepTheirTraffic attaches counting programs of another software to
 // worker-0's uplink before ferryd starts, and to a pod's veth. Through ferryd's start,
 // restart, stop and removal, in both attach modes, they must stay first on their hooks and
 // keep counting the traffic that ferry forwards.
+//
+// The foreign programs attach in the mode of ferry's program on the same hook, except with
+// the uplink in tcx and pods in their default clsact mode: there the foreign pod program is a
+// tcx program, which runs before every cls_bpf filter.
 func TestForeignProgramsKeepTheirTraffic(t *testing.T) {
-	for _, mode := range []string{"tcx", "clsact"} {
-		t.Run(mode, func(t *testing.T) {
-			testForeignPrograms(t, mode)
+	for _, modes := range []struct{ uplink, pods string }{
+		{"tcx", "tcx"}, {"clsact", "clsact"}, {"tcx", "clsact"},
+	} {
+		t.Run(modes.uplink+"/"+modes.pods, func(t *testing.T) {
+			testForeignPrograms(t, modes.uplink, modes.pods)
 		})
 	}
 }
 
-func testForeignPrograms(t *testing.T, mode string) {
+func testForeignPrograms(t *testing.T, mode, podMode string) {
 	lab.SkipUnlessPrivileged(t)
 	lab.SkipWithoutPlugins(t, []string{"/usr/lib/cni"}, "host-local", "loopback")
 	l := lab.NewTest(t, lab.Options{Nodes: lab.CheckNodes()[:2],
@@ -269,7 +253,7 @@ func testForeignPrograms(t *testing.T, mode string) {
 	upIn.attach(t, w0.Namespace, "eth0", true, mode)
 	upOut.attach(t, w0.Namespace, "eth0", false, mode)
 
-	opts := lab.FerryOptions{BinDir: binDir, AttachMode: mode}
+	opts := lab.FerryOptions{BinDir: binDir, AttachMode: mode, PodAttachMode: podMode}
 	if err := l.SetupFerry(ctx, opts); err != nil {
 		t.Fatalf("set up ferry: %v", err)
 	}
@@ -278,14 +262,20 @@ func testForeignPrograms(t *testing.T, mode string) {
 	b := addPod(t, w1, "pod-b")
 	veth := hostVeth(t, w0, a)
 	podIn := newCounter(t, "foreign_pod_in")
-	podIn.attach(t, w0.Namespace, veth, true, mode)
+	foreignPodMode := podMode
+	if podMode == "clsact" && mode == "tcx" {
+		foreignPodMode = "tcx"
+	}
+	podIn.attach(t, w0.Namespace, veth, true, foreignPodMode)
 
 	counters := []*counter{upIn, upOut, podIn}
 	hooks := []struct {
 		c       *counter
 		ifname  string
 		ingress bool
-	}{{upIn, "eth0", true}, {upOut, "eth0", false}, {podIn, veth, true}}
+		mode    string
+	}{{upIn, "eth0", true, mode}, {upOut, "eth0", false, mode},
+		{podIn, veth, true, foreignPodMode}}
 	// check sends traffic that crosses every hook and checks that each counter saw it and
 	// that the foreign programs run first.
 	check := func(phase string, traffic func()) {
@@ -302,7 +292,7 @@ func testForeignPrograms(t *testing.T, mode string) {
 			}
 		}
 		for _, h := range hooks {
-			if pos := h.c.position(t, w0.Namespace, h.ifname, h.ingress, mode); pos != 0 {
+			if pos := h.c.position(t, w0.Namespace, h.ifname, h.ingress, h.mode); pos != 0 {
 				t.Errorf("%s: %s is at place %d of its hook, want first", phase, h.c.name, pos)
 			}
 		}
@@ -310,7 +300,7 @@ func testForeignPrograms(t *testing.T, mode string) {
 	podTraffic := func() { ping(t, a, b.IP, 3) }
 
 	check("after start", podTraffic)
-	if in, out := hookCounts(t, w0, "eth0", mode); in != 2 || out != 2 {
+	if in, out := hookCounts(t, w0, "eth0"); in != 2 || out != 2 {
 		t.Errorf("uplink hooks hold %d and %d programs, want the foreign one and ferry's on "+
 			"each", in, out)
 	}
@@ -321,10 +311,10 @@ func testForeignPrograms(t *testing.T, mode string) {
 	}
 	waitReady(t, w0, p)
 	check("after restart", podTraffic)
-	if in, out := hookCounts(t, w0, "eth0", mode); in != 2 || out != 2 {
+	if in, out := hookCounts(t, w0, "eth0"); in != 2 || out != 2 {
 		t.Errorf("after restart, uplink hooks hold %d and %d programs, want 2 each", in, out)
 	}
-	if in, _ := hookCounts(t, w0, veth, mode); in != 2 {
+	if in, _ := hookCounts(t, w0, veth); in != 2 {
 		t.Errorf("after restart, the pod veth's ingress holds %d programs, want 2", in)
 	}
 
@@ -339,11 +329,11 @@ func testForeignPrograms(t *testing.T, mode string) {
 	if err != nil {
 		t.Fatalf("ferryd --remove: %v\n%s", err, out)
 	}
-	if in, out := hookCounts(t, w0, "eth0", mode); in != 1 || out != 1 {
+	if in, out := hookCounts(t, w0, "eth0"); in != 1 || out != 1 {
 		t.Errorf("after ferryd --remove, uplink hooks hold %d and %d programs, want the "+
 			"foreign one on each", in, out)
 	}
-	if in, _ := hookCounts(t, w0, veth, mode); in != 1 {
+	if in, _ := hookCounts(t, w0, veth); in != 1 {
 		t.Errorf("after ferryd --remove, the pod veth's ingress holds %d programs, want 1", in)
 	}
 	// Without ferry the pod has no network, but its packets still pass the veth's hook,

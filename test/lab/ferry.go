@@ -26,6 +26,8 @@ type FerryOptions struct {
 	ClusterCIDR netip.Prefix
 	// AttachMode is ferryd's attachMode: "auto" (the default), "tcx" or "clsact".
 	AttachMode string
+	// PodAttachMode is ferryd's podAttachMode: "clsact" (the default) or "tcx".
+	PodAttachMode string
 	// CloudRoutes names the nodes whose pod ranges the vpc router routes. Nodes on one
 	// subnet reach each other's pods without such routes; traffic between subnets needs them.
 	CloudRoutes []string
@@ -108,6 +110,9 @@ func (n *Node) FerrydConfig(opts FerryOptions) []byte {
 	fmt.Fprintf(&b, "device: eth0\n")
 	fmt.Fprintf(&b, "nodeIP: %s\n", n.IP)
 	fmt.Fprintf(&b, "attachMode: %s\n", mode)
+	if opts.PodAttachMode != "" {
+		fmt.Fprintf(&b, "podAttachMode: %s\n", opts.PodAttachMode)
+	}
 	fmt.Fprintf(&b, "nodes:\n")
 	for _, other := range n.lab.Nodes {
 		if len(opts.Nodes) > 0 && !slices.Contains(opts.Nodes, other.Name) && other != n {
