@@ -34,6 +34,9 @@ type FerryOptions struct {
 	// Nodes, when set, limits the static node list in ferryd's configuration to these
 	// node names; by default it lists every node of the lab.
 	Nodes []string
+	// Kubeconfig, when set, replaces the static node list with the Kubernetes node
+	// source: ferryd reads the nodes from the API server that this kubeconfig names.
+	Kubeconfig string
 }
 
 // Ferry returns the dataplane that ferry provides: ferryd on every node with a static node
@@ -113,13 +116,17 @@ func (n *Node) FerrydConfig(opts FerryOptions) []byte {
 	if opts.PodAttachMode != "" {
 		fmt.Fprintf(&b, "podAttachMode: %s\n", opts.PodAttachMode)
 	}
-	fmt.Fprintf(&b, "nodes:\n")
-	for _, other := range n.lab.Nodes {
-		if len(opts.Nodes) > 0 && !slices.Contains(opts.Nodes, other.Name) && other != n {
-			continue
+	if opts.Kubeconfig != "" {
+		fmt.Fprintf(&b, "kubernetes:\n  kubeconfig: %s\n", opts.Kubeconfig)
+	} else {
+		fmt.Fprintf(&b, "nodes:\n")
+		for _, other := range n.lab.Nodes {
+			if len(opts.Nodes) > 0 && !slices.Contains(opts.Nodes, other.Name) && other != n {
+				continue
+			}
+			fmt.Fprintf(&b, "  - {name: %s, ip: %s, podCIDR: %s}\n", other.Name, other.IP,
+				other.PodCIDR)
 		}
-		fmt.Fprintf(&b, "  - {name: %s, ip: %s, podCIDR: %s}\n", other.Name, other.IP,
-			other.PodCIDR)
 	}
 	fmt.Fprintf(&b, "masquerade:\n  enabled: true\n  natTableSize: 65536\n")
 	fmt.Fprintf(&b, "bpffsDir: %s\n", n.BPFFSDir())
