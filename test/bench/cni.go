@@ -10,10 +10,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 
+	"github.com/ferrynet/ferry/pkg/datapath"
 	"github.com/ferrynet/ferry/test/lab"
 )
 
@@ -89,58 +88,54 @@ func (b *bench) runCNI(ctx context.Context) error {
 	return nil
 }
 
-// kindTCXAttach is the time of the step of ferry's CNI ADD that the bridge plugin does not
-// have: attaching from_pod to the pod's new veth with a tcx link.
-const kindTCXAttach = "tcx attach of from_pod to a new veth, ms"
+// Kinds of the pod attachment timing: the step of ferry's CNI ADD that the bridge plugin
+// does not have, attaching from_pod to the pod's new veth, in the two modes that
+// podAttachMode selects.
+const (
+	kindAttachClsact = "attach from_pod to a new veth as a cls_bpf filter (default), ms"
+	kindAttachTCX    = "attach from_pod to a new veth with a tcx link, ms"
+)
 
-// tcxAttaches is how many times runTCXAttach attaches the program.
-const tcxAttaches = 20
+// podAttaches is how many times runPodAttach attaches the program in each mode.
+const podAttaches = 20
 
-// runTCXAttach times the tcx attachment of the pinned from_pod program to a new veth pair
-// in worker-2 of the ferry lab, as ferry's CNI ADD does for every pod, and removes the
-// pair again each time.
-func (b *bench) runTCXAttach() error {
+// runPodAttach times datapath.AttachPod, the call of ferry's CNI ADD, on a new veth pair in
+// worker-2 of the ferry lab, in each pod attach mode in turns, and removes the pair and the
+// link pin again each time.
+func (b *bench) runPodAttach() error {
 	n := b.ferry.lab.Node("worker-2")
-	path := filepath.Join(n.BPFFSDir(), "progs", progFromPod)
-	prog, err := ebpf.LoadPinnedProgram(path, nil)
-	if err != nil {
-		return fmt.Errorf("open pinned program %s: %w", path, err)
-	}
-	defer prog.Close()
-	for range tcxAttaches {
-		var took time.Duration
-		err := n.Do(func() error {
-			h, err := netlink.NewHandle()
-			if err != nil {
-				return fmt.Errorf("open netlink socket: %w", err)
-			}
-			defer h.Close()
-			veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fbench0"},
-				PeerName: "fbench1"}
-			if err := h.LinkAdd(veth); err != nil {
-				return fmt.Errorf("create veth fbench0: %w", err)
-			}
-			defer h.LinkDel(veth)
-			created, err := h.LinkByName("fbench0")
-			if err != nil {
-				return fmt.Errorf("find veth fbench0: %w", err)
-			}
-			start := time.Now()
-			l, err := link.AttachTCX(link.TCXOptions{
-				Interface: created.Attrs().Index,
-				Program:   prog,
-				Attach:    ebpf.AttachTCXIngress,
+	modes := []struct {
+		kind string
+		mode datapath.AttachMode
+	}{{kindAttachClsact, datapath.AttachClsact}, {kindAttachTCX, datapath.AttachTCX}}
+	for range podAttaches {
+		for _, m := range modes {
+			var took time.Duration
+			err := n.Do(func() error {
+				veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "fbench0"},
+					PeerName: "fbench1"}
+				if err := netlink.LinkAdd(veth); err != nil {
+					return fmt.Errorf("create veth fbench0: %w", err)
+				}
+				defer netlink.LinkDel(veth)
+				created, err := netlink.LinkByName("fbench0")
+				if err != nil {
+					return fmt.Errorf("find veth fbench0: %w", err)
+				}
+				start := time.Now()
+				err = datapath.AttachPod(n.BPFFSDir(), "fbench0", created.Attrs().Index, m.mode)
+				took = time.Since(start)
+				if err != nil {
+					return fmt.Errorf("attach %s to fbench0 in %s mode: %w", progFromPod,
+						m.mode, err)
+				}
+				return datapath.DetachPod(n.BPFFSDir(), "fbench0")
 			})
-			took = time.Since(start)
 			if err != nil {
-				return fmt.Errorf("attach %s to fbench0: %w", progFromPod, err)
+				return fmt.Errorf("time pod attachment on %s: %w", n.Name, err)
 			}
-			return l.Close()
-		})
-		if err != nil {
-			return fmt.Errorf("time tcx attach on %s: %w", n.Name, err)
+			b.res.add(m.kind, "", cfgFerry, ms(took))
 		}
-		b.res.add(kindTCXAttach, "", cfgFerry, ms(took))
 	}
 	return nil
 }

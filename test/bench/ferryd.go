@@ -5,8 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"net"
 	"os"
+	"path/filepath"
 	"time"
+
+	"github.com/ferrynet/ferry/pkg/nodesource/nodesourcetest"
+	"github.com/ferrynet/ferry/test/lab"
 )
 
 // Configurations of the ferryd memory case.
@@ -14,15 +19,53 @@ const (
 	cfgNodesLab   = "3 nodes"
 	cfgNodesSome  = "1,003 nodes"
 	cfgNodesExtra = "5,003 nodes"
+	cfgNodesK8s   = "5,003 nodes from Kubernetes"
 )
 
 // ferrydNodeLists are the extra nodes of each configuration of the ferryd memory case:
-// none, 1,000 and the 5,000 of the node routes case, so that the figures show how memory
-// and start time grow with the node list.
+// none, 1,000 and the 5,000 of the node routes case in the static node list, so that the
+// figures show how memory and start time grow with the node list, and the same 5,003 nodes
+// as Node objects that ferryd reads from an API server.
 var ferrydNodeLists = []struct {
-	cfg   string
-	extra int
-}{{cfgNodesLab, 0}, {cfgNodesSome, 1000}, {cfgNodesExtra, extraNodes}}
+	cfg        string
+	extra      int
+	kubernetes bool
+}{{cfgNodesLab, 0, false}, {cfgNodesSome, 1000, false}, {cfgNodesExtra, extraNodes, false},
+	{cfgNodesK8s, extraNodes, true}}
+
+// apiServerAddr is where worker-2's namespace serves the Node objects of the Kubernetes
+// configuration, on its own loopback.
+const apiServerAddr = "127.0.0.1:6443"
+
+// startAPIServer serves the lab's nodes and the extra nodes as Node objects in n's namespace,
+// each with the labels, conditions and image list of a real node, and writes a kubeconfig for
+// it. It returns the kubeconfig's path.
+func startAPIServer(n *lab.Node, nodes []*lab.Node) (*nodesourcetest.APIServer, string, error) {
+	api := nodesourcetest.NewAPIServer()
+	for _, other := range nodes {
+		api.Put(nodesourcetest.Node(other.Name, other.IP, other.PodCIDR))
+	}
+	for i := range extraNodes {
+		api.Put(nodesourcetest.Node(fmt.Sprintf("extra-%04d", i), extraNodeIP(i),
+			extraPodCIDR(i)))
+	}
+	var listener net.Listener
+	err := n.Do(func() error {
+		var err error
+		listener, err = net.Listen("tcp", apiServerAddr)
+		return err
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("listen on %s in %s: %w", apiServerAddr, n.Name, err)
+	}
+	api.Serve(listener)
+	path := filepath.Join(n.StateDir, "kubeconfig")
+	if err := nodesourcetest.WriteKubeconfig(path, apiServerAddr); err != nil {
+		api.Close()
+		return nil, "", err
+	}
+	return api, path, nil
+}
 
 // Kinds of the ferryd memory case.
 const (
@@ -54,17 +97,29 @@ func (b *bench) runFerrydMemory(ctx context.Context) error {
 		}
 	}()
 
+	api, kubeconfig, err := startAPIServer(n, b.ferry.lab.Nodes)
+	if err != nil {
+		return err
+	}
+	defer api.Close()
+
 	for i := range ferrydRestarts * len(ferrydNodeLists) {
 		list := ferrydNodeLists[i%len(ferrydNodeLists)]
 		cfg := list.cfg
-		lines := extraNodeLines(list.extra)
-		if err := writeFerrydConfig(n, b.ferryOp, lines); err != nil {
+		if list.kubernetes {
+			opts := b.ferryOp
+			opts.Kubeconfig = kubeconfig
+			err = writeFerrydConfig(n, opts, nil)
+		} else {
+			err = writeFerrydConfig(n, b.ferryOp, extraNodeLines(list.extra))
+		}
+		if err != nil {
 			return err
 		}
 		n.StopFerryd()
 		// RestartFerryd returns once the CNI configuration exists, so the old one goes
 		// first. It polls every 50 ms, which bounds the resolution of the start time.
-		err := os.Remove(n.FerryConflistPath())
+		err = os.Remove(n.FerryConflistPath())
 		if err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("remove CNI config of %s: %w", n.Name, err)
 		}

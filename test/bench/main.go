@@ -170,13 +170,13 @@ func (b *bench) runAfterRounds(ctx context.Context, p *page) error {
 	if err := b.runCNI(ctx); err != nil {
 		return err
 	}
-	if err := b.runTCXAttach(); err != nil {
+	if err := b.runPodAttach(); err != nil {
 		return err
 	}
 	if err := b.runPluginStart(ctx); err != nil {
 		return err
 	}
-	log.Printf("bench: ferryd memory with 3, 1,003 and 5,003 nodes")
+	log.Printf("bench: ferryd memory with 3, 1,003 and 5,003 nodes, static and from Kubernetes")
 	return b.runFerrydMemory(ctx)
 }
 
