@@ -2,8 +2,8 @@ package agent
 
 import (
 	"net"
-	"os"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"testing"
 
