@@ -2,8 +2,19 @@ package e2e
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
 	"net"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -129,4 +140,112 @@ func waitNodeRoute(t *testing.T, n *lab.Node, podCIDR netip.Prefix, nodeIP netip
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// serviceAccountDir is where client-go's in-cluster configuration reads a pod's token and
+// CA, under the /var/run/secrets that kubelet mounts into pods.
+const serviceAccountDir = "/run/secrets/kubernetes.io/serviceaccount"
+
+// TestFerrydInClusterCredentials runs ferryd with "kubernetes: {}", as in a DaemonSet pod: it
+// finds the API server through KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT, trusts
+// the CA and sends the token of the service account files. ferryd runs in a mount namespace
+// of its own with a tmpfs on /run/secrets that holds those files, and the API server in
+// worker-0's namespace serves HTTPS with a certificate for 127.0.0.1.
+func TestFerrydInClusterCredentials(t *testing.T) {
+	lab.SkipUnlessPrivileged(t)
+	lab.SkipWithoutPlugins(t, []string{"/usr/lib/cni"}, "host-local", "loopback")
+	if _, err := exec.LookPath("unshare"); err != nil {
+		t.Skip("needs unshare (util-linux) for a private /run/secrets")
+	}
+	l := lab.NewTest(t, lab.Options{Nodes: lab.CheckNodes()[:2],
+		CNIBinDirs: []string{binDir, "/usr/lib/cni"}})
+	w0, w1 := l.Node("worker-0"), l.Node("worker-1")
+
+	caPEM, cert := selfSignedCert(t, netip.MustParseAddr("127.0.0.1"))
+	api := nodesourcetest.NewAPIServer()
+	t.Cleanup(func() { api.Close() })
+	for _, n := range l.Nodes {
+		api.Put(nodesourcetest.Node(n.Name, n.IP, n.PodCIDR))
+	}
+	var listener net.Listener
+	err := w0.Do(func() error {
+		var err error
+		listener, err = net.Listen("tcp", apiServerAddr)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("listen on %s in %s: %v", apiServerAddr, w0.Name, err)
+	}
+	api.Serve(tls.NewListener(listener, &tls.Config{Certificates: []tls.Certificate{cert}}))
+
+	// The files that kubelet would mount into ferryd's pod.
+	token := "ferryd-test-token"
+	secrets := t.TempDir()
+	for name, data := range map[string][]byte{"token": []byte(token), "ca.crt": caPEM} {
+		if err := os.WriteFile(filepath.Join(secrets, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The mount point must exist; a /run/secrets made here goes again at the end.
+	if _, err := os.Stat("/run/secrets"); errors.Is(err, os.ErrNotExist) {
+		if err := os.Mkdir("/run/secrets", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.Remove("/run/secrets") })
+	}
+
+	if err := w0.WriteFerrydConfig(lab.FerryOptions{BinDir: binDir, InCluster: true}); err != nil {
+		t.Fatal(err)
+	}
+	host, port, _ := net.SplitHostPort(apiServerAddr)
+	script := `set -e
+mount -t tmpfs ferry-test-secrets /run/secrets
+mkdir -p ` + serviceAccountDir + `
+cp "$1/token" "$1/ca.crt" ` + serviceAccountDir + `/
+export KUBERNETES_SERVICE_HOST="$2" KUBERNETES_SERVICE_PORT="$3"
+exec "$4" --config "$5"`
+	p, err := w0.Start(context.Background(), "unshare", "--mount", "sh", "-c", script, "sh",
+		secrets, host, port, filepath.Join(binDir, "ferryd"), w0.FerrydConfigPath())
+	if err != nil {
+		t.Fatalf("start ferryd: %v", err)
+	}
+	waitReady(t, w0, p)
+
+	if got := nodeRoutes(t, w0)[w1.PodCIDR]; got != w1.IP {
+		t.Errorf("node routes map of %s sends %s to %v, want %s from worker-1's Node object",
+			w0.Name, w1.PodCIDR, got, w1.IP)
+	}
+	podCIDR := netip.MustParsePrefix("10.200.9.0/24")
+	api.Put(nodesourcetest.Node("worker-9", netip.MustParseAddr("10.0.1.99"), podCIDR))
+	waitNodeRoute(t, w0, podCIDR, netip.MustParseAddr("10.0.1.99"), "worker-9 added")
+	if n := api.RequestsWith("Bearer " + token); n < 1 {
+		t.Errorf("no request to the API server carried the service account's token")
+	}
+}
+
+// selfSignedCert returns a certificate for ip that is its own CA, in PEM, and as a
+// tls.Certificate with its key.
+func selfSignedCert(t *testing.T, ip netip.Addr) ([]byte, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	template := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "ferry test API server"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(24 * time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		IPAddresses:           []net.IP{ip.AsSlice()},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, template, template, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

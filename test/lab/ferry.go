@@ -37,6 +37,10 @@ type FerryOptions struct {
 	// Kubeconfig, when set, replaces the static node list with the Kubernetes node
 	// source: ferryd reads the nodes from the API server that this kubeconfig names.
 	Kubeconfig string
+	// InCluster replaces the static node list with the Kubernetes node source and the
+	// in-cluster credentials of a pod: the KUBERNETES_SERVICE_HOST and _PORT variables
+	// and the files under /var/run/secrets/kubernetes.io/serviceaccount.
+	InCluster bool
 }
 
 // Ferry returns the dataplane that ferry provides: ferryd on every node with a static node
@@ -116,9 +120,12 @@ func (n *Node) FerrydConfig(opts FerryOptions) []byte {
 	if opts.PodAttachMode != "" {
 		fmt.Fprintf(&b, "podAttachMode: %s\n", opts.PodAttachMode)
 	}
-	if opts.Kubeconfig != "" {
+	switch {
+	case opts.Kubeconfig != "":
 		fmt.Fprintf(&b, "kubernetes:\n  kubeconfig: %s\n", opts.Kubeconfig)
-	} else {
+	case opts.InCluster:
+		fmt.Fprintf(&b, "kubernetes: {}\n")
+	default:
 		fmt.Fprintf(&b, "nodes:\n")
 		for _, other := range n.lab.Nodes {
 			if len(opts.Nodes) > 0 && !slices.Contains(opts.Nodes, other.Name) && other != n {

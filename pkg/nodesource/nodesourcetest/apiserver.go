@@ -33,6 +33,7 @@ type APIServer struct {
 	watchers map[chan watchEvent]bool
 	server   *http.Server
 	requests map[string]int
+	auth     map[string]int // requests by Authorization header
 }
 
 type watchEvent struct {
@@ -44,7 +45,7 @@ type watchEvent struct {
 // NewAPIServer returns a server that holds nodes.
 func NewAPIServer(nodes ...*corev1.Node) *APIServer {
 	s := &APIServer{nodes: map[string]*corev1.Node{}, watchers: map[chan watchEvent]bool{},
-		requests: map[string]int{}}
+		requests: map[string]int{}, auth: map[string]int{}}
 	for _, n := range nodes {
 		s.Put(n)
 	}
@@ -112,6 +113,14 @@ func (s *APIServer) Requests() map[string]int {
 	return out
 }
 
+// RequestsWith returns how many requests carried the Authorization header value, such as
+// "Bearer TOKEN".
+func (s *APIServer) RequestsWith(authorization string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.auth[authorization]
+}
+
 // publish records e and sends it to every watch. A watch that falls behind by
 // a full buffer is ended, and its client watches again from its last version.
 func (s *APIServer) publish(e watchEvent) {
@@ -127,6 +136,9 @@ func (s *APIServer) publish(e watchEvent) {
 }
 
 func (s *APIServer) serveNodes(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.auth[r.Header.Get("Authorization")]++
+	s.mu.Unlock()
 	if r.Method != http.MethodGet || r.URL.Path != "/api/v1/nodes" {
 		writeStatus(w, http.StatusNotFound, "NotFound",
 			fmt.Sprintf("%s %s is not served here: only GET /api/v1/nodes", r.Method, r.URL.Path))
