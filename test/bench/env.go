@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -15,8 +16,14 @@ import (
 // Ports of the servers in the target namespaces.
 const (
 	echoPort  = 7000 // the serve command: TCP and UDP echo
+	rrPort    = 7001 // the same, on rrCPU, for the request/response client
 	iperfPort = 5201
 )
+
+// rrCPU is the CPU that the request/response client and its echo server share. On one CPU,
+// each round trip switches from one to the other, where on two it would wake an idle CPU,
+// which costs a VM tens of microseconds at random and buried the paths' differences.
+var rrCPU = strconv.Itoa(runtime.NumCPU() - 1)
 
 // clusterCIDR is the pod range of both labs. It is wider than the lab's default /16, so
 // that the 5,000 extra nodes of the scale cases get /24 pod ranges inside it, as nodes of
@@ -189,6 +196,11 @@ func startServers(ctx context.Context, e *env, ns *lab.Namespace) error {
 		"-lifetime", serverLifetime)
 	if err != nil {
 		return fmt.Errorf("start echo server: %w", err)
+	}
+	_, err = ns.Start(ctx, "taskset", "-c", rrCPU, e.exe, "serve", "-port",
+		strconv.Itoa(rrPort), "-lifetime", serverLifetime)
+	if err != nil {
+		return fmt.Errorf("start echo server on CPU %s: %w", rrCPU, err)
 	}
 	_, err = ns.Start(ctx, "timeout", serverLifetime, "iperf3", "-s", "-p",
 		strconv.Itoa(iperfPort))

@@ -34,7 +34,10 @@ func renderPage(r *results, p page) string {
 	section(&b, "Request/response latency",
 		"One 64-byte message at a time, sent by the Go client in test/bench and echoed by "+
 			"its server; each round records the p50 and p99 of about a second of round "+
-			"trips after 200 unmeasured ones.")
+			"trips after 200 unmeasured ones. Client and server run on the same CPU "+
+			"(taskset), so that a round trip switches between them there instead of "+
+			"waking the other CPU from idle, which costs this VM tens of microseconds at "+
+			"random.")
 	b.WriteString("TCP:\n\n")
 	t = latencyTable(r, kindTCPP50, kindTCPP99)
 	b.WriteString(t.markdown())

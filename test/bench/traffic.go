@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -62,9 +63,9 @@ func (e *env) throughput(ctx context.Context, t target, d durations) (float64, e
 func (e *env) requestResponse(ctx context.Context, t target, proto string,
 	d time.Duration) (rrResult, error) {
 	var res rrResult
-	err := e.runHelper(ctx, t, d, &res, "rr", "-proto", proto,
-		"-addr", netip.AddrPortFrom(t.server, echoPort).String(), "-duration", d.String(),
-		"-warmup", strconv.Itoa(rrWarmup))
+	err := e.runHelper(ctx, t, d, &res, []string{"taskset", "-c", rrCPU}, "rr",
+		"-proto", proto, "-addr", netip.AddrPortFrom(t.server, rrPort).String(),
+		"-duration", d.String(), "-warmup", strconv.Itoa(rrWarmup))
 	return res, err
 }
 
@@ -73,7 +74,7 @@ func (e *env) requestResponse(ctx context.Context, t target, proto string,
 func (e *env) connectionRate(ctx context.Context, t target, d time.Duration) (float64,
 	error) {
 	var res crrResult
-	err := e.runHelper(ctx, t, d, &res, "crr",
+	err := e.runHelper(ctx, t, d, &res, nil, "crr",
 		"-addr", netip.AddrPortFrom(t.server, echoPort).String(), "-duration", d.String())
 	if err != nil {
 		return 0, err
@@ -89,13 +90,14 @@ func (e *env) connectionRate(ctx context.Context, t target, d time.Duration) (fl
 	return float64(res.Connections) / res.Seconds, nil
 }
 
-// runHelper runs this executable with args in the target's client namespace and decodes
-// the JSON line it prints into out.
+// runHelper runs this executable with args in the target's client namespace, behind the
+// command prefix if there is one, and decodes the JSON line it prints into out.
 func (e *env) runHelper(ctx context.Context, t target, d time.Duration, out any,
-	args ...string) error {
+	prefix []string, args ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, d+runGrace)
 	defer cancel()
-	text, err := t.client.Run(ctx, append([]string{e.exe}, args...)...)
+	cmd := append(append(slices.Clone(prefix), e.exe), args...)
+	text, err := t.client.Run(ctx, cmd...)
 	if err != nil {
 		return fmt.Errorf("run %s helper to %s: %w", args[0], t.server, err)
 	}
