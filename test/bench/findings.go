@@ -147,10 +147,13 @@ func latencyFindings(r *results, evidence []pathEvidence) []string {
 		}
 		paras = append(paras, fmt.Sprintf("On the masquerade path, from_pod hands every "+
 			"request to the node's stack (to-stack %s per request on worker-0 in the "+
-			"evidence run), which routes it and runs netfilter as in the baseline. ferry "+
-			"replaces only the MASQUERADE rule, by its SNAT in uplink_egress, and returns "+
-			"the echo past the stack (rev-snat, then forward-local). Its masquerade latency "+
-			"therefore stays close to the baseline's.", formatValue(toStack)))
+			"evidence run), which routes it and runs netfilter as in the baseline. The "+
+			"program cannot tell a Service IP from an address outside the cluster, and "+
+			"kube-proxy's DNAT rules in the stack must see the first; so every destination "+
+			"outside the pod ranges goes there. ferry replaces only the MASQUERADE rule, by "+
+			"its SNAT in uplink_egress, and returns the echo past the stack (rev-snat, then "+
+			"forward-local). Its masquerade latency therefore stays close to the "+
+			"baseline's.", formatValue(toStack)))
 	}
 	return paras
 }
