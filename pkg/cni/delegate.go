@@ -17,10 +17,10 @@ import (
 	"github.com/containernetworking/cni/pkg/version"
 )
 
-// The plugin runs its IPAM plugin itself instead of through libcni's invoke package, whose
-// tracing dependencies (OpenTelemetry, net/http, crypto/tls) double the size of the binary and
-// add about a millisecond to the start of every CNI call on a small node. The delegation is the
-// CNI one: the plugin found on CNI_PATH, this process's environment with CNI_COMMAND (and for
+// The plugin runs its IPAM plugin itself instead of through libcni's invoke package. The
+// tracing dependencies of invoke (OpenTelemetry, net/http, crypto/tls) made the binary a
+// quarter larger and its start about 0.4 ms slower on a 2-core test machine, for every CNI
+// call. The delegation is the CNI one: the plugin found on CNI_PATH, this process's environment with CNI_COMMAND (and for
 // GC's DEL of other attachments, the attachment's variables) replaced, the network
 // configuration on standard input, a result or a CNI error on standard output.
 

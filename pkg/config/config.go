@@ -52,8 +52,8 @@ type Config struct {
 	// AttachMode is how the uplink programs are attached: tcx, clsact, or
 	// auto for tcx where the kernel has it.
 	AttachMode datapath.AttachMode
-	// PodAttachMode is how the CNI plugin attaches the pod program: clsact
-	// or tcx. A tcx attachment waits for an RCU grace period with the RTNL
+	// PodAttachMode is the attachment of the pod program that the CNI
+	// plugin makes: clsact or tcx. A tcx attachment waits for an RCU grace period with the RTNL
 	// lock held, several milliseconds for every pod ADD, while a cls_bpf
 	// filter on a new veth takes well under one. tcx needs the uplink in
 	// tcx too; where AttachMode auto falls back to clsact, pods follow.

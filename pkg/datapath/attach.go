@@ -196,10 +196,10 @@ func (d *Datapath) AttachUplink(ifindex int, mode AttachMode) (AttachMode, error
 	return mode, nil
 }
 
-// UpdatePods attaches the program Load pinned to the veth of every local
-// pod in mode: an attachment of the same mode is replaced in one step, and
-// one of the other mode is removed once the new one is in place. So an
-// upgrade, and a change of the pod attach mode, reach existing pods without
+// UpdatePods attaches the program that Load pinned to the veth of every
+// local pod in mode. An attachment of the same mode is replaced in one step.
+// One of the other mode is removed after the new one is in place, so an
+// upgrade or a change of the pod attach mode reaches existing pods without
 // a gap. Endpoints whose veth is gone are left to CNI DEL and GC.
 func (d *Datapath) UpdatePods(mode AttachMode) error {
 	eps, err := d.Endpoints()

@@ -39,7 +39,7 @@ type NodeSettings struct {
 	NATPortMin, NATPortMax uint16
 	// UplinkClsact and PodClsact record which programs are attached as
 	// cls_bpf filters on a clsact qdisc rather than as tcx links. The CNI
-	// plugin attaches pod programs as PodClsact says.
+	// plugin follows PodClsact for new pods.
 	UplinkClsact, PodClsact bool
 }
 
