@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
@@ -49,14 +48,9 @@ func startAPIServer(n *lab.Node, nodes []*lab.Node) (*nodesourcetest.APIServer, 
 		api.Put(nodesourcetest.Node(fmt.Sprintf("extra-%04d", i), extraNodeIP(i),
 			extraPodCIDR(i)))
 	}
-	var listener net.Listener
-	err := n.Do(func() error {
-		var err error
-		listener, err = net.Listen("tcp", apiServerAddr)
-		return err
-	})
+	listener, err := n.Listen(apiServerAddr)
 	if err != nil {
-		return nil, "", fmt.Errorf("listen on %s in %s: %w", apiServerAddr, n.Name, err)
+		return nil, "", err
 	}
 	api.Serve(listener)
 	path := filepath.Join(n.StateDir, "kubeconfig")

@@ -49,14 +49,9 @@ func TestFerrydKubernetesSource(t *testing.T) {
 	t.Cleanup(func() { api.Close() })
 	for _, n := range l.Nodes {
 		api.Put(nodesourcetest.Node(n.Name, n.IP, n.PodCIDR))
-		var listener net.Listener
-		err := n.Do(func() error {
-			var err error
-			listener, err = net.Listen("tcp", apiServerAddr)
-			return err
-		})
+		listener, err := n.Listen(apiServerAddr)
 		if err != nil {
-			t.Fatalf("listen on %s in %s: %v", apiServerAddr, n.Name, err)
+			t.Fatal(err)
 		}
 		api.Serve(listener)
 	}
@@ -167,14 +162,9 @@ func TestFerrydInClusterCredentials(t *testing.T) {
 	for _, n := range l.Nodes {
 		api.Put(nodesourcetest.Node(n.Name, n.IP, n.PodCIDR))
 	}
-	var listener net.Listener
-	err := w0.Do(func() error {
-		var err error
-		listener, err = net.Listen("tcp", apiServerAddr)
-		return err
-	})
+	listener, err := w0.Listen(apiServerAddr)
 	if err != nil {
-		t.Fatalf("listen on %s in %s: %v", apiServerAddr, w0.Name, err)
+		t.Fatal(err)
 	}
 	api.Serve(tls.NewListener(listener, &tls.Config{Certificates: []tls.Certificate{cert}}))
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -79,6 +80,21 @@ func (n *Namespace) nsenterArgs(args []string) []string {
 // run in it. Goroutines that fn starts run on other threads, outside the namespace.
 func (n *Namespace) Do(fn func() error) error {
 	return ns.WithNetNSPath(n.NSPath, func(ns.NetNS) error { return fn() })
+}
+
+// Listen opens a TCP listener on addr in the namespace. Connections to it come from the
+// namespace, such as from a process that runs there.
+func (n *Namespace) Listen(addr string) (net.Listener, error) {
+	var l net.Listener
+	err := n.Do(func() error {
+		var err error
+		l, err = net.Listen("tcp", addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s in %s: %w", addr, n, err)
+	}
+	return l, nil
 }
 
 // withHandle runs fn with a netlink handle whose sockets live in the namespace.

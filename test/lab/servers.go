@@ -34,13 +34,9 @@ type Server struct {
 // any number of connections at once.
 func (n *Namespace) StartTCPEcho(addr netip.AddrPort) (*Server, error) {
 	s := &Server{Network: "tcp", Addr: addr, open: map[net.Conn]bool{}}
-	err := n.Do(func() error {
-		var err error
-		s.listener, err = net.Listen("tcp", addr.String())
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("start TCP echo server on %v in %s: %w", addr, n, err)
+	var err error
+	if s.listener, err = n.Listen(addr.String()); err != nil {
+		return nil, fmt.Errorf("start TCP echo server: %w", err)
 	}
 	s.wg.Add(1)
 	go s.serveTCP()
