@@ -92,7 +92,7 @@ func start(base, cfg *config.Config, src nodesource.Source, log *slog.Logger,
 	logLoad(log, dp)
 	a := &Agent{log: log, base: base, cfg: cfg, node: node, dp: dp, source: src, metrics: m,
 		netns: netns, skipped: map[string]string{}}
-	_, skipped := selectNodes(base, src.Nodes())
+	_, skipped := selectNodes(base, src.Nodes(), nil)
 	a.logSkipped(skipped)
 	if err := a.start(); err != nil {
 		a.Close()
@@ -155,7 +155,13 @@ func (a *Agent) start() error {
 
 	// A pod that the update misses keeps its old program and still forwards,
 	// so the node goes on to become ready.
-	if err := a.dp.UpdatePods(a.podMode); err != nil {
+	onTCX, err := a.dp.UpdatePods(a.podMode)
+	for _, name := range onTCX {
+		a.log.Warn("pod veth attached with tcx: its ingress qdisc is not clsact, as with "+
+			"the bandwidth plugin's egress limit, and would run its filters before ferry's",
+			"interface", name, "pod_attach_mode", a.podMode)
+	}
+	if err != nil {
 		a.log.Error("update pod programs failed", "pod_attach_mode", a.podMode, "error", err)
 	}
 	a.removeStale()

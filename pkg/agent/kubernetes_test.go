@@ -203,6 +203,49 @@ func TestKubernetesSkipsInvalidNodes(t *testing.T) {
 	}
 }
 
+// TestKubernetesNewNodeCannotTakeRoute adds nodes whose names sort before worker-1's and
+// whose pod range or address are worker-1's. worker-1 is routed already, so it keeps its
+// route and the newcomers are skipped. Deleting this node logs why ferryd keeps its range.
+func TestKubernetesNewNodeCannotTakeRoute(t *testing.T) {
+	node := agenttest.NewNode(t)
+	client := nodesourcetest.NewClient(
+		nodesourcetest.Node("worker-0", addr("10.0.1.20"), prefix("10.200.0.0/24")),
+		nodesourcetest.Node("worker-1", addr("10.0.1.21"), prefix("10.200.1.0/24")),
+	)
+	r := runWithKubernetes(t, node, client)
+	r.waitReady(t)
+	m := openMaps(t, node.BPFFSDir)
+	nodes := client.CoreV1().Nodes()
+	ctx := context.Background()
+	want := []datapath.NodeRoute{nodeRoute("10.200.1.0/24", "10.0.1.21")}
+
+	for _, n := range []struct{ name, ip, cidr string }{
+		{"a-same-range", "10.0.2.50", "10.200.1.0/24"},
+		{"a-same-address", "10.0.1.21", "10.200.50.0/24"},
+	} {
+		if _, err := nodes.Create(ctx, nodesourcetest.Node(n.name, addr(n.ip), prefix(n.cidr)),
+			metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, n.name+" skipped", func() bool {
+			return strings.Contains(r.logs.String(), "node="+n.name)
+		})
+		if got := sortedNodeRoutes(t, m); !reflect.DeepEqual(got, want) {
+			t.Errorf("node routes after %s = %v, want worker-1's alone", n.name, got)
+		}
+	}
+	if strings.Contains(r.logs.String(), "node=worker-1 reason") {
+		t.Errorf("worker-1 was skipped:\n%s", r.logs)
+	}
+
+	if err := nodes.Delete(ctx, "worker-0", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the log line about this node's deletion", func() bool {
+		return strings.Contains(r.logs.String(), "this node is deleted or lacks an address")
+	})
+}
+
 func TestMetricsEndpoint(t *testing.T) {
 	node := agenttest.NewNode(t)
 	path := node.WriteConfig(t, node.Config(nil, ""))

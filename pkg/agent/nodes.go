@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -43,24 +44,29 @@ func sourceNodes(nodes []config.Node) []nodesource.Node {
 	return out
 }
 
-// selectNodes returns the nodes of the source that ferry can route to, this
-// node first and the others in name order, and the reason for skipping each
-// of the others. A node is skipped without an IPv4 address or pod range, or
-// when its range or address breaks a rule that the config file's validation
-// enforces for a static list.
-func selectNodes(cfg *config.Config, nodes []nodesource.Node) ([]config.Node, map[string]string) {
+// selectNodes returns the nodes of the source that ferry can route to and
+// the reason for skipping each of the others. A node is skipped without an
+// IPv4 address or pod range, or when its range or address breaks a rule that
+// the config file's validation enforces for a static list. Of two nodes that
+// conflict, the first in this order is kept: this node, then the nodes in
+// routed, which are routed already, then the others, each group in the
+// source's order. So a new node never takes the route of one that has it.
+func selectNodes(cfg *config.Config, nodes []nodesource.Node,
+	routed map[string]bool) ([]config.Node, map[string]string) {
 	var out []config.Node
 	skipped := map[string]string{}
 	ips := map[netip.Addr]string{}
-	// This node comes first, so that a node that conflicts with it is the
-	// one skipped.
-	nodes = slices.Clone(nodes)
-	if i := slices.IndexFunc(nodes, func(n nodesource.Node) bool {
-		return n.Name == cfg.NodeName
-	}); i > 0 {
-		self := nodes[i]
-		nodes = slices.Insert(slices.Delete(nodes, i, i+1), 0, self)
+	rank := func(n nodesource.Node) int {
+		switch {
+		case n.Name == cfg.NodeName:
+			return 0
+		case routed[n.Name]:
+			return 1
+		}
+		return 2
 	}
+	nodes = slices.Clone(nodes)
+	slices.SortStableFunc(nodes, func(a, b nodesource.Node) int { return rank(a) - rank(b) })
 	for _, n := range nodes {
 		reason := ""
 		switch {
@@ -103,7 +109,7 @@ func waitForSelf(ctx context.Context, base *config.Config, src nodesource.Source
 	defer ticker.Stop()
 	logged := ""
 	for {
-		nodes, skipped := selectNodes(base, src.Nodes())
+		nodes, skipped := selectNodes(base, src.Nodes(), nil)
 		if slices.ContainsFunc(nodes, func(n config.Node) bool { return n.Name == base.NodeName }) {
 			if logged != "" {
 				log.Info("this node is in the node source", "node", base.NodeName)
@@ -141,7 +147,11 @@ func (a *Agent) SyncNodes() error {
 // routed. With the Kubernetes source, this node keeps its entry of the
 // config in effect.
 func (a *Agent) withSourceNodes(base *config.Config) *config.Config {
-	nodes, skipped := selectNodes(base, a.source.Nodes())
+	routed := map[string]bool{}
+	for _, n := range a.cfg.Nodes {
+		routed[n.Name] = true
+	}
+	nodes, skipped := selectNodes(base, a.source.Nodes(), routed)
 	a.logSkipped(skipped)
 	if base.Kubernetes == nil {
 		return base.WithNodes(nodes)
@@ -154,7 +164,15 @@ func (a *Agent) withSourceNodes(base *config.Config) *config.Config {
 		seen = nodes[i]
 		nodes = slices.Delete(nodes, i, i+1)
 	}
-	if seen != self && seen != a.selfConflict {
+	switch {
+	case seen == self || seen == a.selfConflict:
+	case i < 0:
+		a.log.Error("this node is deleted or lacks an address or pod CIDR in the node "+
+			"source: ferryd keeps its running address and range, and a restart would wait "+
+			"until the node has both again", "node", self.Name,
+			"reason", cmp.Or(skipped[self.Name], "not listed"),
+			"running_node_ip", self.IP, "running_cidr", self.PodCIDR)
+	default:
 		a.log.Error("this node's address or pod CIDR changed in the node source: restart "+
 			"ferryd to apply it; pods keep the old range until then", "node", self.Name,
 			"node_ip", seen.IP, "cidr", seen.PodCIDR, "running_node_ip", self.IP,

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -157,5 +158,41 @@ func TestRestartMovesPodsToNewMode(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(node.BPFFSDir, "links", "pod_hpod0")); !os.IsNotExist(err) {
 		t.Errorf("tcx link pin of the pod after the move to clsact: %v", err)
+	}
+}
+
+// TestRestartKeepsTCXBesideIngressQdisc covers a pod veth with an ingress qdisc of another
+// kind than clsact, as the bandwidth plugin adds for an egress limit, with a filter that
+// redirects every packet. A cls_bpf filter of ferry's on that qdisc would run after it, so a
+// start in clsact pod mode keeps the pod's tcx link and says so.
+func TestRestartKeepsTCXBesideIngressQdisc(t *testing.T) {
+	node := agenttest.NewNode(t)
+	a, _ := startAgent(t, node, parseConfig(t, node.Config(nil,
+		"attachMode: tcx\npodAttachMode: tcx\n")))
+	a.Close()
+	pod := addPod(t, node, datapath.AttachTCX)
+	node.Do(t, func() error {
+		return netlink.QdiscAdd(&netlink.Ingress{QdiscAttrs: netlink.QdiscAttrs{
+			LinkIndex: pod, Handle: netlink.MakeHandle(0xffff, 0),
+			Parent: netlink.HANDLE_INGRESS}})
+	})
+
+	a, logs := startAgent(t, node, parseConfig(t, node.Config(nil, "attachMode: tcx\n")))
+	a.Close()
+	if h := podHooks(t, node, pod); h != (agenttest.HookPrograms{TCXIngress: 1}) {
+		t.Errorf("pod programs = %+v, want the tcx link alone", h)
+	}
+	if !strings.Contains(logs.String(), "pod veth attached with tcx") {
+		t.Errorf("no warning about the pod kept on tcx in the log:\n%s", logs)
+	}
+	m := openMaps(t, node.BPFFSDir)
+	var pods datapath.PodHooks
+	node.Do(t, func() error {
+		var err error
+		_, pods, err = m.Hooks(node.BPFFSDir)
+		return err
+	})
+	if pods.Attached != 1 {
+		t.Errorf("Hooks counts %d pods attached, want 1: %+v", pods.Attached, pods)
 	}
 }

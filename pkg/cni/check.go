@@ -251,14 +251,14 @@ func (c *checker) podMAC() string {
 }
 
 func (c *checker) checkAttachment() {
-	mode := c.settings.PodAttachMode()
-	attached, err := datapath.PodAttached(c.conf.BPFFSDir, c.hostName, c.host.Attrs().Index,
-		mode)
+	// A pod may be in the other mode than the node's settings, so either counts.
+	mode, err := datapath.PodAttachment(c.conf.BPFFSDir, c.hostName, c.host.Attrs().Index)
 	switch {
 	case err != nil:
 		c.addf("pod program on %s: %v", c.hostName, err)
-	case !attached:
-		c.addf("pod program not attached to host veth %s (%s)", c.hostName, mode)
+	case mode == "":
+		c.addf("pod program not attached to host veth %s (%s mode): restart ferryd, which "+
+			"attaches it to every pod", c.hostName, c.settings.PodAttachMode())
 	}
 }
 

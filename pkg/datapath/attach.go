@@ -201,12 +201,19 @@ func (d *Datapath) AttachUplink(ifindex int, mode AttachMode) (AttachMode, error
 // One of the other mode is removed after the new one is in place, so an
 // upgrade or a change of the pod attach mode reaches existing pods without
 // a gap. Endpoints whose veth is gone are left to CNI DEL and GC.
-func (d *Datapath) UpdatePods(mode AttachMode) error {
+//
+// In clsact mode, a veth whose ingress qdisc is of another kind, such as
+// the bandwidth plugin's, gets a tcx link instead, which runs before that
+// qdisc's filters. UpdatePods returns the names of those veths.
+func (d *Datapath) UpdatePods(mode AttachMode) ([]string, error) {
 	eps, err := d.Endpoints()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	var errs []error
+	var (
+		errs  []error
+		onTCX []string
+	)
 	done := map[int]bool{}
 	for _, ep := range eps {
 		if done[ep.IfIndex] {
@@ -223,12 +230,20 @@ func (d *Datapath) UpdatePods(mode AttachMode) error {
 			continue
 		}
 		name := l.Attrs().Name
-		if err := attach(d.fromPod, podHook(d.Dir, name, ep.IfIndex), mode); err != nil {
+		h := podHook(d.Dir, name, ep.IfIndex)
+		err = attach(d.fromPod, h, mode)
+		if mode == AttachClsact && errors.Is(err, errOtherIngressQdisc) {
+			if tcxErr := attach(d.fromPod, h, AttachTCX); tcxErr == nil {
+				onTCX = append(onTCX, name)
+				continue
+			}
+		}
+		if err != nil {
 			errs = append(errs, fmt.Errorf("attach pod program to %s of pod %s: %w", name,
 				ep.IP, err))
 		}
 	}
-	return errors.Join(errs...)
+	return onTCX, errors.Join(errs...)
 }
 
 func podHook(dir, hostIfName string, ifindex int) hook {
@@ -255,7 +270,25 @@ func DetachPod(dir, hostIfName string) error {
 	return removeLinkPin(filepath.Join(dir, linksDir, podLinkName(hostIfName)))
 }
 
-// PodAttached reports whether ferry's pod program is attached to ifindex.
+// PodAttachment returns the mode in which ferry's pod program is attached to
+// ifindex, or "" when it is not. A pod can be in the other mode than the
+// node's: one that ADD attached while ferryd started in a new mode, or one
+// that UpdatePods kept on tcx.
+func PodAttachment(dir, hostIfName string, ifindex int) (AttachMode, error) {
+	for _, mode := range []AttachMode{AttachTCX, AttachClsact} {
+		ok, err := PodAttached(dir, hostIfName, ifindex, mode)
+		if err != nil {
+			return "", err
+		}
+		if ok {
+			return mode, nil
+		}
+	}
+	return "", nil
+}
+
+// PodAttached reports whether ferry's pod program is attached to ifindex in
+// mode.
 func PodAttached(dir, hostIfName string, ifindex int, mode AttachMode) (bool, error) {
 	if mode == AttachClsact {
 		return clsactAttached(hook{ifindex: ifindex, dir: ingress, name: "ferry_from_pod"})

@@ -95,7 +95,8 @@ func (n *testNode) start(t *testing.T, mode AttachMode) AttachMode {
 		if err := AttachPod(n.dir, "fypod", n.podIf, used); err != nil {
 			return err
 		}
-		return d.UpdatePods(used)
+		_, err = d.UpdatePods(used)
+		return err
 	})
 	if err != nil {
 		t.Fatalf("start dataplane in %s mode: %v", mode, err)

@@ -69,10 +69,11 @@ func (m *Maps) Hooks(dir string) ([]HookState, PodHooks, error) {
 		}
 		ok := false
 		if name != "" {
-			ok, err = PodAttached(dir, name, ep.IfIndex, pods.Mode)
+			mode, err := PodAttachment(dir, name, ep.IfIndex)
 			if err != nil {
 				return nil, PodHooks{}, err
 			}
+			ok = mode != ""
 		}
 		if ok {
 			pods.Attached++
