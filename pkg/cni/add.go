@@ -86,8 +86,8 @@ func (p *Plugin) add(ctx context.Context, args *skel.CmdArgs, conf *NetConf, pod
 	// A repeated ADD would get the same address from the IPAM plugin, and undoing its failure
 	// would release the address of the running pod: stop before IPAM.
 	if _, err := netlinksafe.LinkByName(req.hostName); err == nil {
-		return nil, withCode(ErrCodeInterfaceExists, fmt.Errorf("interface %s of container %s "+
-			"and interface %s exists: run CNI DEL for the container first, or delete the "+
+		return nil, withCode(ErrCodeInterfaceExists, fmt.Errorf("host veth %s (container %s, "+
+			"interface %s) exists: run CNI DEL for the container first, or delete the "+
 			"interface if nothing uses it", req.hostName, args.ContainerID, args.IfName))
 	}
 	if req.mtu == 0 {

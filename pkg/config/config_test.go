@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ferrynet/ferry/pkg/datapath"
 )
@@ -38,7 +39,9 @@ func TestLoadFullConfig(t *testing.T) {
 			NATTableSize: 65536,
 			PortMin:      40000,
 			PortMax:      50000,
-			Timeouts:     datapath.DefaultNATTimeouts,
+			Timeouts: datapath.NATTimeouts{TCPHandshake: 30 * time.Second,
+				TCPEstablished: 150 * time.Minute, TCPClosing: 90 * time.Second,
+				UDP: 3 * time.Minute, ICMP: 10 * time.Second},
 		},
 		BPFFSDir: "/sys/fs/bpf/ferry-w0",
 		CNI: CNI{

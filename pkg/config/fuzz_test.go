@@ -111,14 +111,22 @@ func checkInvariants(c *Config) error {
 func encode(t *testing.T, c *Config) []byte {
 	t.Helper()
 	raw := fileConfig{
-		NodeName:    c.NodeName,
-		ClusterCIDR: c.ClusterCIDR.String(),
-		Device:      c.Device,
-		AttachMode:  string(c.AttachMode),
+		NodeName:      c.NodeName,
+		ClusterCIDR:   c.ClusterCIDR.String(),
+		Device:        c.Device,
+		AttachMode:    string(c.AttachMode),
+		PodAttachMode: string(c.PodAttachMode),
 		Masquerade: fileMasquerade{
 			Enabled:      &c.Masquerade.Enabled,
 			NATTableSize: new(int64(c.Masquerade.NATTableSize)),
 			PortRange:    fmt.Sprintf("%d-%d", c.Masquerade.PortMin, c.Masquerade.PortMax),
+			Timeouts: fileNATTimeouts{
+				TCPHandshake:   c.Masquerade.Timeouts.TCPHandshake.String(),
+				TCPEstablished: c.Masquerade.Timeouts.TCPEstablished.String(),
+				TCPClosing:     c.Masquerade.Timeouts.TCPClosing.String(),
+				UDP:            c.Masquerade.Timeouts.UDP.String(),
+				ICMP:           c.Masquerade.Timeouts.ICMP.String(),
+			},
 		},
 		BPFFSDir: c.BPFFSDir,
 		CNI: fileCNI{
