@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -306,5 +307,26 @@ func TestMetricsEndpoint(t *testing.T) {
 	if status != 503 || !strings.Contains(body, "uplink_ingress") {
 		t.Errorf("/readyz without the uplink program = %d %q, want 503 naming the hook",
 			status, body)
+	}
+}
+
+// TestKubernetesNodeIPMustMatch sets nodeIP to another address than this node's InternalIP
+// in the API. The config's validation compares nodeIP only with a static node entry, so the
+// start must refuse it.
+func TestKubernetesNodeIPMustMatch(t *testing.T) {
+	node := agenttest.NewNode(t)
+	client := nodesourcetest.NewClient(
+		nodesourcetest.Node("worker-0", addr("10.0.1.20"), prefix("10.200.0.0/24")),
+	)
+	cfg := parseConfig(t, kubernetesConfig(node)+"nodeIP: 10.0.1.99\n")
+	log, _ := newLogger(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := node.DoErr(func() error {
+		return Run(ctx, cfg, Options{NodeSource: nodesource.NewKubernetes(client), Logger: log})
+	})
+	if err == nil || !strings.Contains(err.Error(), "10.0.1.99 differs from the address "+
+		"10.0.1.20 of node \"worker-0\"") {
+		t.Errorf("Run returned %v, want the nodeIP mismatch", err)
 	}
 }

@@ -50,6 +50,13 @@ func resolveNode(cfg *config.Config) (nodeInfo, error) {
 
 	self := cfg.Self()
 	if node.IP.IsValid() {
+		// The config's validation compares nodeIP with a static node entry; the
+		// Kubernetes source's entry arrives only now.
+		if node.IP != self.IP {
+			return nodeInfo{}, problem("nodeIP", "%s differs from the address %s of node %q "+
+				"in the node source: make them equal, or remove nodeIP", node.IP, self.IP,
+				self.Name)
+		}
 		return node, nil
 	}
 	addrs, err := deviceAddrs(node.IfIndex)

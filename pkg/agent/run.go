@@ -60,6 +60,12 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	if cfg.Kubernetes != nil {
 		log.Info("listing nodes", "source", src.Name(), "node", cfg.NodeName)
 	}
+	if k, ok := src.(*nodesource.Kubernetes); ok {
+		// client-go logs these only at its debug levels.
+		k.SetErrorHandler(func(err error) {
+			log.Warn("listing or watching nodes failed, retrying", "error", err)
+		})
+	}
 	if err := src.Start(ctx); err != nil {
 		if ctx.Err() != nil {
 			log.Info("stopped before the node list was complete")

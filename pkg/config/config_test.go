@@ -301,6 +301,9 @@ var problemCases = []problemCase{
 		[]string{"10.200.1.0/31", "/30"}},
 	{"pod CIDRs overlap", replace("10.200.1.0/24", "10.200.0.128/25"), "nodes[1].podCIDR",
 		[]string{"10.200.0.128/25", "nodes[0].podCIDR 10.200.0.0/24"}},
+	{"kubernetes empty without nodes", func(string) string {
+		return "nodeName: worker-0\nclusterCIDR: 10.200.0.0/16\nkubernetes:\n"
+	}, "kubernetes", []string{"kubernetes: {}", "kubeconfig: FILE"}},
 	{"kubernetes and nodes", appendLines("kubernetes:\n  kubeconfig: /var/lib/ferry/kubeconfig\n"),
 		"nodes", []string{"one source"}},
 

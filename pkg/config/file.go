@@ -29,6 +29,10 @@ type fileConfig struct {
 	BPFFSDir       string          `yaml:"bpffsDir"`
 	CNI            fileCNI         `yaml:"cni"`
 	MetricsAddress string          `yaml:"metricsAddress"`
+
+	// kubernetesNull records a kubernetes key without a value, which YAML
+	// reads as no section at all.
+	kubernetesNull bool
 }
 
 type fileNode struct {
@@ -104,6 +108,8 @@ func decode(data []byte) (fileConfig, []Problem, bool) {
 		return raw, []Problem{{Message: "invalid YAML: " + trimYAMLPrefix(err.Error())}}, false
 	}
 
+	raw.kubernetesNull = nullKey(&tree, "kubernetes")
+
 	var next yaml.Node
 	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
 		ps = append(ps, Problem{
@@ -112,6 +118,24 @@ func decode(data []byte) (fileConfig, []Problem, bool) {
 		ok = false
 	}
 	return raw, ps, ok
+}
+
+// nullKey reports whether the top-level mapping of the document tree has key
+// with an empty (null) value.
+func nullKey(tree *yaml.Node, key string) bool {
+	if tree.Kind != yaml.DocumentNode || len(tree.Content) == 0 {
+		return false
+	}
+	m := tree.Content[0]
+	if m.Kind != yaml.MappingNode {
+		return false
+	}
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1].Tag == "!!null"
+		}
+	}
+	return false
 }
 
 func trimYAMLPrefix(msg string) string { return strings.TrimPrefix(msg, "yaml: ") }

@@ -84,6 +84,12 @@ func validate(raw fileConfig) (*Config, []Problem) {
 // validateNodes checks the node list and this node's place in it.
 // nodeIP is the parsed top-level nodeIP, the zero Addr when unset or invalid.
 func validateNodes(ps *problems, raw fileConfig, cluster netip.Prefix, nodeIP netip.Addr) []Node {
+	if len(raw.Nodes) == 0 && raw.kubernetesNull {
+		ps.add("kubernetes", "empty, which YAML reads as no section, and nodes is missing: "+
+			"write kubernetes: {} for the in-cluster credentials of a pod, or "+
+			"kubernetes: {kubeconfig: FILE}")
+		return nil
+	}
 	if len(raw.Nodes) == 0 {
 		ps.add("nodes", "missing: list every node of the cluster, this one included, "+
 			"each with name, ip and podCIDR, or add a kubernetes section to watch the "+

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -19,7 +20,8 @@ import (
 // node's route comes from its first IPv4 range in spec.podCIDRs (or
 // spec.podCIDR) and its first IPv4 InternalIP address.
 type Kubernetes struct {
-	client kubernetes.Interface
+	client  kubernetes.Interface
+	onError func(error)
 
 	mu      sync.Mutex
 	nodes   map[string]Node
@@ -59,6 +61,11 @@ func NewClient(path string) (kubernetes.Interface, error) {
 	return client, nil
 }
 
+// SetErrorHandler sets fn to receive every error of listing or watching the
+// nodes, such as an API server that does not answer. The informer retries
+// with a growing delay after each. Call it before Start.
+func (k *Kubernetes) SetErrorHandler(fn func(error)) { k.onError = fn }
+
 // Name returns "kubernetes".
 func (k *Kubernetes) Name() string { return "kubernetes" }
 
@@ -88,6 +95,14 @@ func (k *Kubernetes) Start(ctx context.Context) error {
 	if err := informer.SetTransform(trimNode); err != nil {
 		return fmt.Errorf("set node transform: %w", err)
 	}
+	if k.onError != nil {
+		err := informer.SetWatchErrorHandler(func(_ *cache.Reflector, err error) {
+			k.onError(err)
+		})
+		if err != nil {
+			return fmt.Errorf("set node watch error handler: %w", err)
+		}
+	}
 	reg, err := informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    k.put,
 		UpdateFunc: func(_, obj any) { k.put(obj) },
@@ -97,10 +112,45 @@ func (k *Kubernetes) Start(ctx context.Context) error {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
 	factory.Start(ctx.Done())
+	synced := make(chan struct{})
+	defer close(synced)
+	if k.onError != nil {
+		go k.probeUntil(ctx, synced)
+	}
 	if !cache.WaitForCacheSync(ctx.Done(), reg.HasSynced) {
 		return fmt.Errorf("list nodes: %w", context.Cause(ctx))
 	}
 	return nil
+}
+
+// Probing while the first list is pending: the informer retries a refused
+// or timed-out watch on its own and reports nothing, so a one-node list
+// request every probeInterval finds out why the nodes do not come.
+const (
+	probeInterval = 5 * time.Second
+	probeTimeout  = 5 * time.Second
+)
+
+// probeUntil lists one node every probeInterval until done closes, and
+// passes each failure to the error handler.
+func (k *Kubernetes) probeUntil(ctx context.Context, done <-chan struct{}) {
+	ticker := time.NewTicker(probeInterval)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-done:
+			return
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		probeCtx, cancel := context.WithTimeout(ctx, probeTimeout)
+		_, err := k.client.CoreV1().Nodes().List(probeCtx, metav1.ListOptions{Limit: 1})
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			k.onError(fmt.Errorf("nodes not listed yet: %w", err))
+		}
+	}
 }
 
 func (k *Kubernetes) put(obj any) {

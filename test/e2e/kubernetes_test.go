@@ -239,3 +239,45 @@ func selfSignedCert(t *testing.T, ip netip.Addr) ([]byte, tls.Certificate) {
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
 		tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }
+
+// unreachableTimeout bounds the wait for ferryd's warning about an API server that refuses
+// connections. ferryd probes it every 5 seconds while the first node list is pending.
+const unreachableTimeout = 20 * time.Second
+
+// TestFerrydReportsUnreachableAPIServer points ferryd at an address where no API server
+// listens. client-go's informer retries a refused watch without reporting it; ferryd must
+// warn at its default level while it waits, and not become ready.
+func TestFerrydReportsUnreachableAPIServer(t *testing.T) {
+	lab.SkipUnlessPrivileged(t)
+	l := lab.NewTest(t, lab.Options{Nodes: lab.CheckNodes()[:1]})
+	w0 := l.Node("worker-0")
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := nodesourcetest.WriteKubeconfig(kubeconfig, "127.0.0.1:6444"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w0.WriteFerrydConfig(lab.FerryOptions{BinDir: binDir,
+		Kubeconfig: kubeconfig}); err != nil {
+		t.Fatal(err)
+	}
+	p, err := w0.Start(context.Background(), filepath.Join(binDir, "ferryd"), "--config",
+		w0.FerrydConfigPath())
+	if err != nil {
+		t.Fatalf("start ferryd: %v", err)
+	}
+	start := time.Now()
+	for !strings.Contains(p.Output(), "listing or watching nodes failed") {
+		if time.Since(start) > unreachableTimeout {
+			t.Fatalf("no warning about the API server %s after the start:\n%s",
+				unreachableTimeout, p.Output())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Logf("warning after %s", time.Since(start).Round(time.Millisecond))
+	out := p.Output()
+	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "127.0.0.1:6444") {
+		t.Errorf("the warning names no level WARN or no API server address:\n%s", out)
+	}
+	if _, err := os.Stat(w0.FerryConflistPath()); err == nil {
+		t.Errorf("ferryd wrote its CNI config without a node list")
+	}
+}
