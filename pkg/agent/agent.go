@@ -51,7 +51,7 @@ type Agent struct {
 	skipped map[string]string
 	// selfConflict is the last new address or pod range of this node that
 	// the source reported and the agent could not apply, logged once.
-	selfConflict config.Node
+	selfConflict nodesource.Node
 }
 
 // Start sets up the node from a validated config. In this order, it loads and
@@ -75,6 +75,7 @@ func start(base, cfg *config.Config, src nodesource.Source, log *slog.Logger,
 	if err != nil {
 		return nil, err
 	}
+	routed := pinnedRoutes(cfg.BPFFSDir)
 	log.Info("starting", "node", cfg.NodeName, "device", node.Device, "ifindex", node.IfIndex,
 		"node_ip", node.IP, "cidr", cfg.Self().PodCIDR, "bpffs_dir", cfg.BPFFSDir,
 		"attach_mode", cfg.AttachMode)
@@ -92,7 +93,7 @@ func start(base, cfg *config.Config, src nodesource.Source, log *slog.Logger,
 	logLoad(log, dp)
 	a := &Agent{log: log, base: base, cfg: cfg, node: node, dp: dp, source: src, metrics: m,
 		netns: netns, skipped: map[string]string{}}
-	_, skipped := selectNodes(base, src.Nodes(), nil)
+	_, skipped := selectNodes(base, src.Nodes(), routed)
 	a.logSkipped(skipped)
 	if err := a.start(); err != nil {
 		a.Close()

@@ -239,12 +239,85 @@ func TestKubernetesNewNodeCannotTakeRoute(t *testing.T) {
 		t.Errorf("worker-1 was skipped:\n%s", r.logs)
 	}
 
+	// A routed node that moves into worker-1's range is the one skipped.
+	w2 := nodesourcetest.Node("worker-2", addr("10.0.1.22"), prefix("10.200.2.0/24"))
+	if _, err := nodes.Create(ctx, w2, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want = append(want, nodeRoute("10.200.2.0/24", "10.0.1.22"))
+	waitFor(t, "worker-2's route", func() bool {
+		return reflect.DeepEqual(sortedNodeRoutes(t, m), want)
+	})
+	a1 := nodesourcetest.Node("a-same-range", addr("10.0.2.50"), prefix("10.200.2.0/24"))
+	if err := nodes.Delete(ctx, "a-same-range", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a1.Spec.PodCIDR, a1.Spec.PodCIDRs = "10.200.60.0/24", []string{"10.200.60.0/24"}
+	if _, err := nodes.Create(ctx, a1, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a-same-range's own route", func() bool {
+		return slices.Contains(sortedNodeRoutes(t, m), nodeRoute("10.200.60.0/24", "10.0.2.50"))
+	})
+	a1.Spec.PodCIDR, a1.Spec.PodCIDRs = "10.200.2.0/24", []string{"10.200.2.0/24"}
+	if _, err := nodes.Update(ctx, a1, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a-same-range skipped after its move", func() bool {
+		return strings.Contains(r.logs.String(), "node=a-same-range reason=\"pod CIDR 10.200.2.0/24")
+	})
+	if got := sortedNodeRoutes(t, m); !reflect.DeepEqual(got, want) {
+		t.Errorf("node routes after a-same-range moved = %v, want %v", got, want)
+	}
+
+	// This node's new range, which applies only at a restart, takes no other node's route.
+	w0 := nodesourcetest.Node("worker-0", addr("10.0.1.20"), prefix("10.200.1.0/24"))
+	if _, err := nodes.Update(ctx, w0, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the log line about this node's new range", func() bool {
+		return strings.Contains(r.logs.String(), "restart ferryd to apply it")
+	})
+	if got := sortedNodeRoutes(t, m); !reflect.DeepEqual(got, want) {
+		t.Errorf("node routes after this node's change = %v, want %v", got, want)
+	}
+
 	if err := nodes.Delete(ctx, "worker-0", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the log line about this node's deletion", func() bool {
-		return strings.Contains(r.logs.String(), "this node is deleted or lacks an address")
+		return strings.Contains(r.logs.String(), "this node is deleted in the node source")
 	})
+}
+
+// TestKubernetesRestartKeepsRoutedNode restarts the agent while two nodes claim one pod
+// range. The node whose route the pinned map holds keeps it, although the other's name sorts
+// first.
+func TestKubernetesRestartKeepsRoutedNode(t *testing.T) {
+	node := agenttest.NewNode(t)
+	client := nodesourcetest.NewClient(
+		nodesourcetest.Node("worker-0", addr("10.0.1.20"), prefix("10.200.0.0/24")),
+		nodesourcetest.Node("z-old", addr("10.0.1.21"), prefix("10.200.1.0/24")),
+	)
+	r := runWithKubernetes(t, node, client)
+	r.waitReady(t)
+	m := openMaps(t, node.BPFFSDir)
+	want := []datapath.NodeRoute{nodeRoute("10.200.1.0/24", "10.0.1.21")}
+	if _, err := client.CoreV1().Nodes().Create(context.Background(),
+		nodesourcetest.Node("a-new", addr("10.0.2.50"), prefix("10.200.1.0/24")),
+		metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a-new skipped", func() bool {
+		return strings.Contains(r.logs.String(), "node=a-new")
+	})
+	r.stop(t)
+
+	r = runWithKubernetes(t, node, client)
+	r.waitReady(t)
+	if got := sortedNodeRoutes(t, m); !reflect.DeepEqual(got, want) {
+		t.Errorf("node routes after the restart = %v, want z-old's %v", got, want)
+	}
 }
 
 func TestMetricsEndpoint(t *testing.T) {

@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ferrynet/ferry/pkg/config"
+	"github.com/ferrynet/ferry/pkg/datapath"
 	"github.com/ferrynet/ferry/pkg/nodesource"
 )
 
@@ -48,11 +48,12 @@ func sourceNodes(nodes []config.Node) []nodesource.Node {
 // the reason for skipping each of the others. A node is skipped without an
 // IPv4 address or pod range, or when its range or address breaks a rule that
 // the config file's validation enforces for a static list. Of two nodes that
-// conflict, the first in this order is kept: this node, then the nodes in
-// routed, which are routed already, then the others, each group in the
-// source's order. So a new node never takes the route of one that has it.
+// conflict, the first in this order is kept: this node, then the nodes for
+// which routed reports that their route is in effect as it is, then the
+// others, each group in the source's order. So neither a new node nor one
+// that changed takes the route of one that has it.
 func selectNodes(cfg *config.Config, nodes []nodesource.Node,
-	routed map[string]bool) ([]config.Node, map[string]string) {
+	routed func(nodesource.Node) bool) ([]config.Node, map[string]string) {
 	var out []config.Node
 	skipped := map[string]string{}
 	ips := map[netip.Addr]string{}
@@ -60,7 +61,7 @@ func selectNodes(cfg *config.Config, nodes []nodesource.Node,
 		switch {
 		case n.Name == cfg.NodeName:
 			return 0
-		case routed[n.Name]:
+		case routed != nil && routed(n):
 			return 1
 		}
 		return 2
@@ -100,16 +101,40 @@ func selectNodes(cfg *config.Config, nodes []nodesource.Node,
 	return out, skipped
 }
 
+// pinnedRoutes returns a function that reports whether a node's route is in
+// the node routes map that an earlier start pinned under dir, so that a
+// restart keeps the routes of clashing nodes where they were. With no such
+// map it returns nil: no node is routed.
+func pinnedRoutes(dir string) func(nodesource.Node) bool {
+	m, err := datapath.OpenMaps(dir)
+	if err != nil {
+		return nil
+	}
+	defer m.Close()
+	routes, err := m.NodeRoutes()
+	if err != nil {
+		return nil
+	}
+	set := map[datapath.NodeRoute]bool{}
+	for _, r := range routes {
+		set[r] = true
+	}
+	return func(n nodesource.Node) bool {
+		return set[datapath.NodeRoute{PodCIDR: n.PodCIDR, NodeIP: n.IP}]
+	}
+}
+
 // waitForSelf waits until the source lists this node with an address and a
 // pod range and returns base with the source's nodes. It logs what it waits
 // for, and returns nil when ctx ends first.
 func waitForSelf(ctx context.Context, base *config.Config, src nodesource.Source,
 	log *slog.Logger) *config.Config {
+	routed := pinnedRoutes(base.BPFFSDir)
 	ticker := time.NewTicker(waitLogInterval)
 	defer ticker.Stop()
 	logged := ""
 	for {
-		nodes, skipped := selectNodes(base, src.Nodes(), nil)
+		nodes, skipped := selectNodes(base, src.Nodes(), routed)
 		if slices.ContainsFunc(nodes, func(n config.Node) bool { return n.Name == base.NodeName }) {
 			if logged != "" {
 				log.Info("this node is in the node source", "node", base.NodeName)
@@ -145,51 +170,58 @@ func (a *Agent) SyncNodes() error {
 
 // withSourceNodes returns base with the nodes of the source that can be
 // routed. With the Kubernetes source, this node keeps its entry of the
-// config in effect.
+// config in effect, also when the source has another one: the clashes of
+// the other nodes are judged against the range and address that run.
 func (a *Agent) withSourceNodes(base *config.Config) *config.Config {
-	routed := map[string]bool{}
+	routed := map[nodesource.Node]bool{}
 	for _, n := range a.cfg.Nodes {
-		routed[n.Name] = true
+		routed[nodesource.Node{Name: n.Name, IP: n.IP, PodCIDR: n.PodCIDR}] = true
 	}
-	nodes, skipped := selectNodes(base, a.source.Nodes(), routed)
-	a.logSkipped(skipped)
+	isRouted := func(n nodesource.Node) bool { return routed[n] }
 	if base.Kubernetes == nil {
+		nodes, skipped := selectNodes(base, a.source.Nodes(), isRouted)
+		a.logSkipped(skipped)
 		return base.WithNodes(nodes)
 	}
 
 	self := a.cfg.Self()
-	i := slices.IndexFunc(nodes, func(n config.Node) bool { return n.Name == self.Name })
-	var seen config.Node
+	source := a.source.Nodes()
+	i := slices.IndexFunc(source, func(n nodesource.Node) bool { return n.Name == self.Name })
+	seen := nodesource.Node{Name: self.Name}
 	if i >= 0 {
-		seen = nodes[i]
-		nodes = slices.Delete(nodes, i, i+1)
+		seen = source[i]
 	}
-	switch {
-	case seen == self || seen == a.selfConflict:
-	case i < 0:
-		a.log.Error("this node is deleted or lacks an address or pod CIDR in the node "+
-			"source: ferryd keeps its running address and range, and a restart would wait "+
-			"until the node has both again", "node", self.Name,
-			"reason", cmp.Or(skipped[self.Name], "not listed"),
-			"running_node_ip", self.IP, "running_cidr", self.PodCIDR)
-	default:
-		a.log.Error("this node's address or pod CIDR changed in the node source: restart "+
-			"ferryd to apply it; pods keep the old range until then", "node", self.Name,
-			"node_ip", seen.IP, "cidr", seen.PodCIDR, "running_node_ip", self.IP,
-			"running_cidr", self.PodCIDR)
+	running := nodesource.Node{Name: self.Name, IP: self.IP, PodCIDR: self.PodCIDR}
+	if seen != running && seen != a.selfConflict {
+		a.logSelfChange(seen, running, i >= 0)
 	}
 	a.selfConflict = seen
-	// Another node that took this node's range or address cannot be routed.
-	nodes = slices.DeleteFunc(nodes, func(n config.Node) bool {
-		if n.IP == self.IP || n.PodCIDR.Overlaps(self.PodCIDR) {
-			skipped[n.Name] = fmt.Sprintf("address or pod CIDR conflicts with this node %s",
-				self.Name)
-			return true
-		}
-		return false
+	source = slices.DeleteFunc(slices.Clone(source), func(n nodesource.Node) bool {
+		return n.Name == self.Name
 	})
-	nodes = append(nodes, self)
+	nodes, skipped := selectNodes(base, append(source, running), isRouted)
+	a.logSkipped(skipped)
 	return base.WithNodes(nodes)
+}
+
+// logSelfChange logs a change of this node in the node source, which applies
+// only at the next start: seen is its new entry, listed or not.
+func (a *Agent) logSelfChange(seen, running nodesource.Node, listed bool) {
+	if !listed || !seen.IP.IsValid() || !seen.PodCIDR.IsValid() {
+		reason := "deleted"
+		if listed {
+			reason = "without an IPv4 InternalIP or pod CIDR"
+		}
+		a.log.Error("this node is "+reason+" in the node source: ferryd keeps its running "+
+			"address and range, and a restart would wait until the node has both again",
+			"node", running.Name, "running_node_ip", running.IP,
+			"running_cidr", running.PodCIDR)
+		return
+	}
+	a.log.Error("this node's address or pod CIDR changed in the node source: restart "+
+		"ferryd to apply it; pods keep the old range until then", "node", running.Name,
+		"node_ip", seen.IP, "cidr", seen.PodCIDR, "running_node_ip", running.IP,
+		"running_cidr", running.PodCIDR)
 }
 
 // logSkipped logs each node that the source lists but ferry cannot route,

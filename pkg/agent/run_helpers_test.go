@@ -68,6 +68,21 @@ func (r *runningAgent) waitReady(t *testing.T) *Agent {
 	return nil
 }
 
+// stop ends Run, as a SIGTERM does, and waits for it to return nil.
+func (r *runningAgent) stop(t *testing.T) {
+	t.Helper()
+	r.cancel()
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Errorf("Run returned %v after cancel, want nil", err)
+		}
+		r.done <- nil // for the cleanup that runAgent registered
+	case <-time.After(30 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+}
+
 // httpGet requests path from the agent's metrics listener on the default
 // metricsAddress inside node, and returns the status code and body. The
 // connection is opened on the thread that is in the node's namespace.
