@@ -41,8 +41,10 @@ type status struct {
 	NATCapacity          uint32 `json:"natCapacity"`
 
 	Hooks []hookStatus `json:"hooks"`
-	// PodsAttached counts the endpoints whose veth has ferry's program.
-	PodsAttached int `json:"podsAttached"`
+	// PodsAttached counts the endpoints whose veth has ferry's program, and
+	// PodsAttachedTCX those of them with a tcx link.
+	PodsAttached    int `json:"podsAttached"`
+	PodsAttachedTCX int `json:"podsAttachedTcx"`
 	// PodsMissing lists the endpoints whose veth lacks it.
 	PodsMissing []string   `json:"podsMissing"`
 	Maps        []mapUsage `json:"maps"`
@@ -139,6 +141,7 @@ func (st *status) readMaps(m *datapath.Maps, dir string) error {
 			Programs: h.Programs, Position: h.Position})
 	}
 	st.PodsAttached = pods.Attached
+	st.PodsAttachedTCX = pods.AttachedTCX
 	for _, ip := range pods.Missing {
 		st.PodsMissing = append(st.PodsMissing, ip.String())
 	}
@@ -182,6 +185,10 @@ func (st *status) rows() [][]string {
 	}
 	pods := fmt.Sprintf("%d of %d attached (%s)", st.PodsAttached, st.Endpoints,
 		st.PodAttachMode)
+	if tcx := st.PodsAttachedTCX; st.PodAttachMode == string(datapath.AttachClsact) && tcx > 0 {
+		pods = fmt.Sprintf("%d of %d attached (clsact, %d kept on tcx)", st.PodsAttached,
+			st.Endpoints, tcx)
+	}
 	if len(st.PodsMissing) > 0 {
 		pods += ", missing on " + strings.Join(st.PodsMissing, " ")
 	}

@@ -159,7 +159,8 @@ func (a *Agent) start() error {
 	onTCX, err := a.dp.UpdatePods(a.podMode)
 	for _, name := range onTCX {
 		a.log.Warn("pod veth attached with tcx: its ingress qdisc is not clsact, as with "+
-			"the bandwidth plugin's egress limit, and would run its filters before ferry's",
+			"the bandwidth plugin's egress limit, and would run its filters before ferry's; "+
+			"the pod stays on tcx until it is created again without such a qdisc",
 			"interface", name, "pod_attach_mode", a.podMode)
 	}
 	if err != nil {

@@ -71,8 +71,9 @@ func resolveNode(cfg *config.Config) (nodeInfo, error) {
 	node.IP = addrs[0].Addr()
 	if node.IP != self.IP {
 		return nodeInfo{}, problem("nodeIP", "not set, and the first IPv4 address %s of "+
-			"device %s differs from the node entry's ip %s: set nodeIP: %s, or correct "+
-			"the entry of node %q", node.IP, node.Device, self.IP, self.IP, self.Name)
+			"device %s differs from the address %s of node %q in the node source (its "+
+			"nodes entry or InternalIP): correct that address, or set nodeIP: %s if the "+
+			"node owns it", node.IP, node.Device, self.IP, self.Name, self.IP)
 	}
 	return node, nil
 }

@@ -50,8 +50,8 @@ func sourceNodes(nodes []config.Node) []nodesource.Node {
 // the config file's validation enforces for a static list. Of two nodes that
 // conflict, the first in this order is kept: this node, then the nodes for
 // which routed reports that their route is in effect as it is, then the
-// others, each group in the source's order. So neither a new node nor one
-// that changed takes the route of one that has it.
+// others, each group in the source's order. So neither a new node nor a
+// changed one takes the route of a routed node.
 func selectNodes(cfg *config.Config, nodes []nodesource.Node,
 	routed func(nodesource.Node) bool) ([]config.Node, map[string]string) {
 	var out []config.Node

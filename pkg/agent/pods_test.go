@@ -192,7 +192,8 @@ func TestRestartKeepsTCXBesideIngressQdisc(t *testing.T) {
 		_, pods, err = m.Hooks(node.BPFFSDir)
 		return err
 	})
-	if pods.Attached != 1 {
-		t.Errorf("Hooks counts %d pods attached, want 1: %+v", pods.Attached, pods)
+	if pods.Attached != 1 || pods.AttachedTCX != 1 {
+		t.Errorf("Hooks counts %d pods attached, %d with tcx, want 1 and 1: %+v",
+			pods.Attached, pods.AttachedTCX, pods)
 	}
 }

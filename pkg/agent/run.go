@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -62,8 +63,11 @@ func Run(ctx context.Context, cfg *config.Config, opts Options) error {
 	}
 	if k, ok := src.(*nodesource.Kubernetes); ok {
 		// client-go logs these only at its debug levels.
+		kubeconfig := cmp.Or(cfg.Kubernetes.Kubeconfig, "in-cluster credentials")
 		k.SetErrorHandler(func(err error) {
-			log.Warn("listing or watching nodes failed, retrying", "error", err)
+			log.Warn("listing or watching nodes failed, retrying: check that this node "+
+				"reaches the API server of the kubeconfig and may list nodes",
+				"kubeconfig", kubeconfig, "error", err)
 		})
 	}
 	if err := src.Start(ctx); err != nil {

@@ -27,9 +27,12 @@ type HookState struct {
 
 // PodHooks summarises the attachment of the pod program on the local pods.
 type PodHooks struct {
-	Mode      AttachMode // how the CNI plugin attaches the pod program
+	Mode      AttachMode // the CNI plugin's attach mode for new pods
 	Endpoints int
 	Attached  int
+	// AttachedTCX counts the attached pods that have a tcx link, in either
+	// mode of the node: a pod keeps one beside a foreign ingress qdisc.
+	AttachedTCX int
 	// Missing lists the endpoints whose veth lacks ferry's program.
 	Missing []netip.Addr
 }
@@ -74,6 +77,9 @@ func (m *Maps) Hooks(dir string) ([]HookState, PodHooks, error) {
 				return nil, PodHooks{}, err
 			}
 			ok = mode != ""
+			if mode == AttachTCX {
+				pods.AttachedTCX++
+			}
 		}
 		if ok {
 			pods.Attached++

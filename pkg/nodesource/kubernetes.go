@@ -61,9 +61,11 @@ func NewClient(path string) (kubernetes.Interface, error) {
 	return client, nil
 }
 
-// SetErrorHandler sets fn to receive every error of listing or watching the
-// nodes, such as an API server that does not answer. The informer retries
-// with a growing delay after each. Call it before Start.
+// SetErrorHandler sets fn to receive the errors of listing the nodes until
+// the first list is complete, such as an unreachable API server, and the
+// errors that end the informer's list and watch later. The informer
+// retries a refused or broken watch on its own without reporting it. Call
+// it before Start.
 func (k *Kubernetes) SetErrorHandler(fn func(error)) { k.onError = fn }
 
 // Name returns "kubernetes".
@@ -148,7 +150,8 @@ func (k *Kubernetes) probeUntil(ctx context.Context, done <-chan struct{}) {
 		_, err := k.client.CoreV1().Nodes().List(probeCtx, metav1.ListOptions{Limit: 1})
 		cancel()
 		if err != nil && ctx.Err() == nil {
-			k.onError(fmt.Errorf("nodes not listed yet: %w", err))
+			k.onError(fmt.Errorf("nodes not listed yet, a list request with a %s timeout "+
+				"failed: %w", probeTimeout, err))
 		}
 	}
 }

@@ -237,7 +237,7 @@ func writeEvidence(b *strings.Builder, evidence []pathEvidence) {
 		"One UDP request/response run per path on ferry after the rounds, with BPF "+
 			"statistics on. Per request and its echo: how often ferry's programs ran on "+
 			"all three nodes, their time, and the counters they incremented "+
-			"(`ferryctl counters` names). A packet that a program hands to the kernel "+
+			"(`ferryctl stats` names). A packet that a program hands to the kernel "+
 			"stack counts as to-stack.")
 	t := table{header: []string{"path", "requests", "program runs", "program time, ns",
 		"counters per request"}}
