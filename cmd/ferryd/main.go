@@ -142,10 +142,19 @@ const (
 // newLogger returns ferryd's logger: text lines on w from level up, with
 // repeats limited. The Kubernetes client library logs through it too.
 func newLogger(w io.Writer, level slog.Level) *slog.Logger {
-	text := slog.NewTextHandler(w, &slog.HandlerOptions{Level: level})
-	log := slog.New(logging.NewRateLimited(text, logBurst, logInterval))
-	klog.SetSlogLogger(log.With("component", "client-go"))
-	return log
+	text := slog.NewTextHandler(w, &slog.HandlerOptions{Level: level,
+		ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+			// client-go's verbosity levels come as DEBUG+1 and up.
+			if l, ok := a.Value.Any().(slog.Level); ok && a.Key == slog.LevelKey &&
+				l > slog.LevelDebug && l < slog.LevelInfo {
+				a.Value = slog.StringValue("DEBUG")
+			}
+			return a
+		}})
+	limited := logging.NewRateLimited(text, logBurst, logInterval)
+	klog.SetSlogLogger(slog.New(logging.RaiseClientGoWarnings(limited)).With("component",
+		"client-go"))
+	return slog.New(limited)
 }
 
 // buildVersion returns the version set at link time, or else the module
