@@ -20,8 +20,8 @@
 
 /* node_config.flags */
 #define FERRY_F_MASQUERADE (1U << 0)
-/* How the programs are attached, read by the CNI plugin and ferryctl, not by BPF: the pod
- * programs as cls_bpf filters (otherwise tcx links), the uplink programs likewise. */
+/* Attach modes, read by the CNI plugin and ferryctl and not by BPF: pod programs, then
+ * uplink programs, as cls_bpf filters on a clsact qdisc (flag set) or as tcx links. */
 #define FERRY_F_POD_CLSACT (1U << 1)
 #define FERRY_F_UPLINK_CLSACT (1U << 2)
 

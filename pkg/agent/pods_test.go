@@ -164,7 +164,7 @@ func TestRestartMovesPodsToNewMode(t *testing.T) {
 // TestRestartKeepsTCXBesideIngressQdisc covers a pod veth with an ingress qdisc of another
 // kind than clsact, as the bandwidth plugin adds for an egress limit, with a filter that
 // redirects every packet. A cls_bpf filter of ferry's on that qdisc would run after it, so a
-// start in clsact pod mode keeps the pod's tcx link and says so.
+// start in clsact pod mode keeps the pod's tcx link and logs a warning.
 func TestRestartKeepsTCXBesideIngressQdisc(t *testing.T) {
 	node := agenttest.NewNode(t)
 	a, _ := startAgent(t, node, parseConfig(t, node.Config(nil,

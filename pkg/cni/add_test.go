@@ -330,6 +330,7 @@ func TestAddTCXPods(t *testing.T) {
 	if host == nil {
 		t.Fatalf("host veth %s missing", name)
 	}
+
 	n.inNode(t, func() error {
 		attached, err := datapath.PodAttached(n.bpffsDir, name, host.Attrs().Index,
 			datapath.AttachTCX)
@@ -357,6 +358,7 @@ func TestAddTCXPods(t *testing.T) {
 	if !strings.Contains(out, " 0% packet loss") {
 		t.Errorf("ping %s from the pod lost packets:\n%s", nodeIP, out)
 	}
+
 	if err := n.del(list, pod); err != nil {
 		t.Fatalf("DEL: %v", err)
 	}

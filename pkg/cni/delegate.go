@@ -20,9 +20,10 @@ import (
 // The plugin runs its IPAM plugin itself instead of through libcni's invoke package. The
 // tracing dependencies of invoke (OpenTelemetry, net/http, crypto/tls) made the binary a
 // quarter larger and its start about 0.4 ms slower on a 2-core test machine, for every CNI
-// call. The delegation is the CNI one: the plugin found on CNI_PATH, this process's environment with CNI_COMMAND (and for
-// GC's DEL of other attachments, the attachment's variables) replaced, the network
-// configuration on standard input, a result or a CNI error on standard output.
+// call. The delegation follows the CNI convention. The plugin is found on CNI_PATH and gets
+// this process's environment with CNI_COMMAND replaced, and for GC's DEL of other
+// attachments also the attachment's variables. The network configuration goes to its
+// standard input, and a result or a CNI error comes back on its standard output.
 
 // findPlugin returns the path of the executable named name in the directories of CNI_PATH.
 func findPlugin(name string) (string, error) {

@@ -21,10 +21,10 @@ const (
 	cfgNodesK8s   = "5,003 nodes from Kubernetes"
 )
 
-// ferrydNodeLists are the extra nodes of each configuration of the ferryd memory case:
-// none, 1,000 and the 5,000 of the node routes case in the static node list, so that the
-// figures show how memory and start time grow with the node list, and the same 5,003 nodes
-// as Node objects that ferryd reads from an API server.
+// ferrydNodeLists are the configurations of the ferryd memory case. The static node list
+// gets no extra nodes, 1,000, or the 5,000 of the node routes case, which shows how memory
+// and start time grow with the list. The last one has the same 5,003 nodes as Node objects
+// that ferryd reads from an API server.
 var ferrydNodeLists = []struct {
 	cfg        string
 	extra      int

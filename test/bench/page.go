@@ -69,13 +69,13 @@ func renderPage(r *results, p page) string {
 			"in the main plugin. Percentiles and range over all pods.", cniPods))
 	t = cniTable(r)
 	b.WriteString(t.markdown())
-	fmt.Fprintf(&b, "\nParts of an ADD, timed alone: attaching the pinned from_pod "+
-		"program to a new veth in worker-2 of the ferry lab with the plugin's own call, as "+
-		"a cls_bpf filter and with a tcx link (%d times each, in turns), the one step of "+
-		"ferry's ADD that the bridge plugin lacks; and each plugin's process start and "+
-		"exit, as a CNI VERSION call (%d times each, in turns). A tcx link waits for an "+
-		"RCU grace period, which is why pods get cls_bpf filters unless podAttachMode "+
-		"says tcx.\n\n", podAttaches, pluginStarts)
+	fmt.Fprintf(&b, "\nTwo parts of an ADD, timed alone. The first is the one step of "+
+		"ferry's ADD that the bridge plugin lacks: attaching the pinned from_pod program to "+
+		"a new veth in worker-2 of the ferry lab with the plugin's own call, as a cls_bpf "+
+		"filter and with a tcx link (%d times each, in turns). The second is each plugin's "+
+		"process start and exit, as a CNI VERSION call (%d times each, in turns). A tcx "+
+		"link waits for an RCU grace period, which is why pods get cls_bpf filters unless "+
+		"podAttachMode is tcx.\n\n", podAttaches, pluginStarts)
 	at := table{header: []string{"step", "plugin", "p50", "p99", "min–max"}}
 	for _, step := range []struct{ kind, cfg string }{
 		{kindAttachClsact, cfgFerry}, {kindAttachTCX, cfgFerry},
@@ -206,16 +206,16 @@ func writeScale(b *strings.Builder, r *results) {
 func writeFerryd(b *strings.Builder, r *results) {
 	section(b, "ferryd memory",
 		fmt.Sprintf("ferryd on worker-2 of the ferry lab restarts %d times with each node "+
-			"list, in turns: the lab's three nodes, and 1,000 or 5,000 extra nodes (the /24 "+
-			"ranges of the scale case) in its static node list, and the same 5,003 nodes "+
-			"as Node objects from the Kubernetes API. For that one, ferryd reads a "+
-			"kubeconfig and its client-go informer lists and watches the nodes over HTTP "+
+			"list, in turns. Three lists are static: the lab's three nodes, and 1,000 or "+
+			"5,000 extra nodes (the /24 ranges of the scale case). The fourth has the same "+
+			"5,003 nodes as Node objects from the Kubernetes API. For it, ferryd reads a "+
+			"kubeconfig, and its client-go informer lists and watches the nodes over HTTP "+
 			"from a stand-in API server in worker-2's namespace (nodesourcetest.APIServer, "+
-			"JSON), whose Node objects carry the labels, conditions and 20 cached images of "+
+			"JSON). Those Node objects carry the labels, conditions and 20 cached images of "+
 			"a real node. The start time runs until ferryd has written its CNI "+
-			"configuration, polled every 50 ms, after loading every node into its maps; "+
-			"memory is VmRSS from /proc/<pid>/status after %v idle.", ferrydRestarts,
-			ferrydIdle))
+			"configuration, which it does after loading every node into its maps, polled "+
+			"every 50 ms. Memory is VmRSS from /proc/<pid>/status after %v idle.",
+			ferrydRestarts, ferrydIdle))
 	var configs []string
 	for _, l := range ferrydNodeLists {
 		configs = append(configs, l.cfg)

@@ -228,9 +228,9 @@ func hookCounts(t *testing.T, n *lab.Node, ifname string) (int, int) {
 // restart, stop and removal, in both attach modes, they must stay first on their hooks and
 // keep counting the traffic that ferry forwards.
 //
-// The foreign programs attach in the mode of ferry's program on the same hook, except with
-// the uplink in tcx and pods in their default clsact mode: there the foreign pod program is a
-// tcx program, which runs before every cls_bpf filter.
+// The foreign programs attach in the mode of ferry's program on the same hook. The exception
+// is the uplink in tcx with pods in their default clsact mode. There the foreign pod program
+// is a tcx program, which runs before every cls_bpf filter.
 func TestForeignProgramsKeepTheirTraffic(t *testing.T) {
 	for _, modes := range []struct{ uplink, pods string }{
 		{"tcx", "tcx"}, {"clsact", "clsact"}, {"tcx", "clsact"},

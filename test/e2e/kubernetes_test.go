@@ -251,6 +251,8 @@ func TestFerrydReportsUnreachableAPIServer(t *testing.T) {
 	lab.SkipUnlessPrivileged(t)
 	l := lab.NewTest(t, lab.Options{Nodes: lab.CheckNodes()[:1]})
 	w0 := l.Node("worker-0")
+
+	// No listener exists on port 6444 of the node's namespace.
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	if err := nodesourcetest.WriteKubeconfig(kubeconfig, "127.0.0.1:6444"); err != nil {
 		t.Fatal(err)
@@ -264,6 +266,7 @@ func TestFerrydReportsUnreachableAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatalf("start ferryd: %v", err)
 	}
+
 	start := time.Now()
 	for !strings.Contains(p.Output(), "listing or watching nodes failed") {
 		if time.Since(start) > unreachableTimeout {
@@ -273,9 +276,13 @@ func TestFerrydReportsUnreachableAPIServer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("warning after %s", time.Since(start).Round(time.Millisecond))
+
 	out := p.Output()
-	if !strings.Contains(out, "level=WARN") || !strings.Contains(out, "127.0.0.1:6444") {
-		t.Errorf("the warning names no level WARN or no API server address:\n%s", out)
+	if !strings.Contains(out, `level=WARN msg="listing or watching nodes failed`) {
+		t.Errorf("the warning is not at level WARN:\n%s", out)
+	}
+	if !strings.Contains(out, "127.0.0.1:6444") {
+		t.Errorf("the warning does not name the API server address:\n%s", out)
 	}
 	if _, err := os.Stat(w0.FerryConflistPath()); err == nil {
 		t.Errorf("ferryd wrote its CNI config without a node list")

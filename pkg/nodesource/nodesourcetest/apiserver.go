@@ -18,13 +18,13 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 )
 
-// APIServer serves Node objects over HTTP with the part of the Kubernetes API
-// that a Node informer of client-go uses: GET /api/v1/nodes as a list, and as
-// a watch from a resource version or with the initial events first (the
-// watch-list protocol of client-go 1.35 and later). It keeps every change, so
-// a watch from any earlier version replays what followed it. It stands in for
-// kube-apiserver where a test or benchmark runs ferryd as its own process,
-// which the fake clientset cannot reach.
+// APIServer is a stand-in for kube-apiserver where a test or benchmark runs
+// ferryd as a process of its own, which the fake clientset cannot reach. It
+// serves the part of the API that client-go's Node informer uses: GET
+// /api/v1/nodes as a list, as a watch from a resource version, and as a watch
+// with the initial events first (the watch-list protocol of client-go 1.35 and
+// later). It keeps every change, so a watch from an earlier version replays
+// what followed it.
 type APIServer struct {
 	mu       sync.Mutex
 	version  uint64
@@ -65,7 +65,8 @@ func (s *APIServer) Close() error {
 	return s.server.Close()
 }
 
-// Put adds node, or replaces the node of its name, and tells the watches.
+// Put adds node, or replaces the node of its name, and sends the change to
+// the open watches.
 func (s *APIServer) Put(node *corev1.Node) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -86,7 +87,8 @@ func (s *APIServer) Put(node *corev1.Node) {
 	s.publish(watchEvent{Type: typ, Object: node, version: s.version})
 }
 
-// Delete removes the node called name and tells the watches.
+// Delete removes the node called name and sends the deletion to the open
+// watches.
 func (s *APIServer) Delete(name string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -101,8 +103,8 @@ func (s *APIServer) Delete(name string) {
 	s.publish(watchEvent{Type: watch.Deleted, Object: node, version: s.version})
 }
 
-// Requests returns how many list and watch requests the server answered, by
-// "list" and "watch".
+// Requests returns the number of list and watch requests served, under the
+// keys "list" and "watch".
 func (s *APIServer) Requests() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
